@@ -46,8 +46,10 @@ impl WireContext {
         let kind = v.take("kind", identity_kind(r.kind));
         let region = self.region(&r.region_code, "region_code", &mut v);
         let value = kind.and_then(|k| v.take("value", IdentityValue::parse(k, &r.value, region)));
-        v.finish(|| value)
-            .map(|o| o.unwrap_or_else(|| unreachable_value()))
+        match value {
+            Some(value) if v.is_empty() => Ok(value),
+            _ => Err(v),
+        }
     }
 
     /// Parses a wire identity to hold.
@@ -220,11 +222,6 @@ impl WireContext {
             _ => {}
         }
     }
-}
-
-/// Never reached: `finish` returns the violations whenever `value` is `None`.
-fn unreachable_value() -> IdentityValue {
-    IdentityValue::from_stored(IdentityKind::ExternalId, String::new())
 }
 
 /// The fields UpdateCustomer may change.

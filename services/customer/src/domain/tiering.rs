@@ -199,10 +199,12 @@ mod tests {
 
     #[test]
     fn the_customer_who_crosses_a_line_is_inside_it() {
+        // 900 crosses the 70% line from 0% and is A; 60 crosses 95% from 90% and is B; 40
+        // starts at 96%, past both lines, and is C.
         let customers = [(0, 900), (1, 60), (2, 40)];
         assert_eq!(
             classify(&customers, &cumulative(0.7, 0.95)),
-            [Tier::A, Tier::B, Tier::B]
+            [Tier::A, Tier::B, Tier::C]
         );
     }
 

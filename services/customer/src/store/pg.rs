@@ -143,7 +143,7 @@ impl CustomerRow {
                 unreasonable: self.unreasonable,
                 unreasonable_note: self.unreasonable_note,
                 lifetime_value: LifetimeValue::from_micros(self.lifetime_value_micros)
-                    .map_err(|e| Error::Corrupt(e))?,
+                    .map_err(Error::Corrupt)?,
             },
             identities,
             computed_tier: tier_from_db(&self.computed_tier)?,
