@@ -123,11 +123,14 @@ impl ServiceHost {
                         },
                     ),
             )
-            .map_err(shed_to_status)
+            .map_err(error_to_status)
             .load_shed()
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 self.config.max_concurrent_requests,
             ))
+            // Our own timeout rather than tonic's, which answers CANCELLED: a server-side
+            // deadline is DEADLINE_EXCEEDED. A client's shorter deadline cancels the call anyway.
+            .timeout(self.config.request_timeout)
             .layer(InterceptorLayer::new(move |request| guard(request)))
             .into_inner();
 
@@ -141,7 +144,6 @@ impl ServiceHost {
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .timeout(self.config.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(layers)
@@ -194,14 +196,47 @@ fn log_listening(addr: Option<SocketAddr>, names: &[&str]) {
     }
 }
 
-/// The load shedder's error becomes UNAVAILABLE, which clients retry with backoff.
-fn shed_to_status(error: BoxError) -> BoxError {
+/// Middleware errors become proper statuses: shedding is UNAVAILABLE (clients retry with
+/// backoff), the server's timeout DEADLINE_EXCEEDED. Anything else passes through to tonic.
+fn error_to_status(error: BoxError) -> BoxError {
     if error.is::<tower::load_shed::error::Overloaded>() {
         Box::new(Status::unavailable(
             "server is at its concurrent call limit; retry with backoff",
         ))
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        Box::new(Status::deadline_exceeded(
+            "the call took longer than the server's request timeout",
+        ))
     } else {
         error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(error: BoxError) -> tonic::Code {
+        match error.downcast::<Status>() {
+            Ok(status) => status.code(),
+            Err(_) => tonic::Code::Unknown,
+        }
+    }
+
+    #[test]
+    fn shedding_and_timeouts_answer_with_grpc_statuses() {
+        assert_eq!(
+            code_of(error_to_status(Box::new(
+                tower::load_shed::error::Overloaded::new()
+            ))),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            code_of(error_to_status(Box::new(
+                tower::timeout::error::Elapsed::new()
+            ))),
+            tonic::Code::DeadlineExceeded
+        );
     }
 }
 
