@@ -212,6 +212,16 @@ fn error_to_status(error: BoxError) -> BoxError {
     }
 }
 
+/// Binds a listener for `config.listen`, naming the address when it cannot.
+pub async fn bind(config: &ServerConfig) -> std::io::Result<TcpListener> {
+    TcpListener::bind(config.listen).await.map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot listen on {}: {error}", config.listen),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,14 +248,4 @@ mod tests {
             tonic::Code::DeadlineExceeded
         );
     }
-}
-
-/// Binds a listener for `config.listen`, naming the address when it cannot.
-pub async fn bind(config: &ServerConfig) -> std::io::Result<TcpListener> {
-    TcpListener::bind(config.listen).await.map_err(|error| {
-        std::io::Error::new(
-            error.kind(),
-            format!("cannot listen on {}: {error}", config.listen),
-        )
-    })
 }
