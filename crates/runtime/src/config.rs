@@ -43,7 +43,14 @@ pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned + Validate,
 {
-    load_from(file, Env::prefixed("TIERLINE_").split("__"))
+    // Every setting lives in a section, so only `TIERLINE_<SECTION>__<KEY>` variables are
+    // settings; others sharing the prefix (TIERLINE_CONFIG, scripts' own) are left alone.
+    load_from(
+        file,
+        Env::prefixed("TIERLINE_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__"),
+    )
 }
 
 fn load_from<T>(file: Option<&Path>, env: Env) -> Result<T, ConfigError>
@@ -60,8 +67,6 @@ where
         }
         figment = figment.merge(Toml::file(path));
     }
-    // TIERLINE_CONFIG names the file, it is not a setting.
-    let env = env.ignore(&["config"]);
     let config: T = figment.merge(env).extract().map_err(Box::new)?;
     let mut problems = Vec::new();
     config.validate(&mut problems);
@@ -277,6 +282,8 @@ mod tests {
             jail.create_file("svc.toml", "[database]\nurl = \"postgres://file/db\"\n")?;
             jail.set_env("TIERLINE_DATABASE__URL", "postgres://env/db");
             jail.set_env("TIERLINE_SERVER__MAX_CONCURRENT_REQUESTS", "7");
+            // Not a setting: no section.
+            jail.set_env("TIERLINE_TEST_REDIS_URL", "redis://elsewhere");
             let config: TestConfig =
                 load(Some(Path::new("svc.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.database.url, "postgres://env/db");

@@ -171,7 +171,11 @@ impl ServiceHost {
                 .set_service_status(*name, ServingStatus::NotServing)
                 .await;
         }
-        tokio::time::sleep(self.config.shutdown_delay).await;
+        // Keep accepting during the delay, so probes on new connections read NOT_SERVING.
+        tokio::select! {
+            result = &mut server => return result.map_err(ServeError::from),
+            () = tokio::time::sleep(self.config.shutdown_delay) => {}
+        }
         let _ = stop_tx.send(());
         match tokio::time::timeout(self.config.drain_timeout, &mut server).await {
             Ok(result) => {

@@ -54,7 +54,10 @@ pub fn decode_time_id_cursor(token: &str) -> Result<Option<(OffsetDateTime, Uuid
     }
     let (nanos, id) = bytes.split_at(16);
     let nanos = i128::from_be_bytes(nanos.try_into().map_err(|_| invalid())?);
-    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .filter(in_timestamp_range)
+        .ok_or_else(invalid)?;
     let id = Uuid::from_slice(id).map_err(|_| invalid())?;
     Ok(Some((at, id)))
 }
@@ -106,7 +109,15 @@ pub fn time_from(ts: &prost_types::Timestamp) -> Result<OffsetDateTime, String> 
         return Err("nanos must be between 0 and 999,999,999".into());
     }
     let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| "timestamp out of range".into())
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .filter(in_timestamp_range)
+        .ok_or_else(|| "must be between 0001-01-01 and 9999-12-31 UTC".into())
+}
+
+/// The range google.protobuf.Timestamp allows, which PostgreSQL can also store.
+fn in_timestamp_range(at: &OffsetDateTime) -> bool {
+    (1..=9999).contains(&at.year())
 }
 
 /// Checks a text field's length in characters and returns it trimmed.
@@ -163,6 +174,22 @@ mod tests {
                 nanos: -1
             })
             .is_err()
+        );
+        // Before year 1 cannot be a google.protobuf.Timestamp.
+        let year_one = -62_135_596_800;
+        assert!(
+            time_from(&prost_types::Timestamp {
+                seconds: year_one - 1,
+                nanos: 0
+            })
+            .is_err()
+        );
+        assert!(
+            time_from(&prost_types::Timestamp {
+                seconds: year_one,
+                nanos: 0
+            })
+            .is_ok()
         );
     }
 

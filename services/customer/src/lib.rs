@@ -56,6 +56,9 @@ pub async fn serve_with_pool(
 ) -> Result<(), StartError> {
     let default_region = RegionCode::parse(&config.customer.default_region)
         .map_err(|e| StartError::Config(format!("customer.default_region: {e}")))?;
+    // The phone-number metadata loads on first use (about a second); load it now rather than in
+    // the first caller's IVR lookup.
+    let _ = domain::PhoneNumber::parse("+442079460018", default_region);
     let store = Arc::new(PgStore::new(pool));
     let api = CustomerApi::new(
         store.clone(),

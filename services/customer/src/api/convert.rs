@@ -98,7 +98,11 @@ impl WireContext {
             patch.lifecycle_stage = Some(LifecycleStage::Prospect);
         }
         base.display_name = patch.display_name.take().unwrap_or_default();
-        patch.apply(&base)
+        patch.apply(&base).map_err(|cross_field| {
+            let mut nested = Violations::new();
+            nested.extend_nested("customer", cross_field);
+            nested
+        })
     }
 
     /// Parses the fields named by `mask` into a patch (update).

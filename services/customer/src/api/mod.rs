@@ -43,9 +43,21 @@ fn customer_id(field: &str, raw: &str) -> Result<CustomerId, Error> {
         .map_err(|e| Error::invalid(field, e))
 }
 
-fn idempotency_key(raw: &str) -> Result<Option<String>, Error> {
-    let key = text(raw, 128, false).map_err(|e| Error::invalid("idempotency_key", e))?;
+fn idempotency_key(raw: &str) -> Result<Option<String>, String> {
+    let key = text(raw, 128, false)?;
     Ok(if key.is_empty() { None } else { Some(key) })
+}
+
+/// Names violations found on the stored profile (rules between fields) by their request path.
+fn under_customer(err: Error) -> Error {
+    match err {
+        Error::InvalidArgument(v) => {
+            let mut nested = Violations::new();
+            nested.extend_nested("customer", v);
+            Error::InvalidArgument(nested)
+        }
+        other => other,
+    }
 }
 
 fn expected_version(raw: Option<i64>) -> Result<Option<i64>, Error> {
@@ -84,8 +96,8 @@ impl<S: CustomerStore> CustomerService for CustomerApi<S> {
                 identities.push(parsed);
             }
         }
-        let key = idempotency_key(&req.idempotency_key)?;
-        let Some(profile) = profile.filter(|_| v.is_empty()) else {
+        let key = v.take("idempotency_key", idempotency_key(&req.idempotency_key));
+        let (Some(profile), Some(key)) = (profile.filter(|_| v.is_empty()), key) else {
             return Err(Error::InvalidArgument(v).into());
         };
         let customer = self
@@ -121,7 +133,11 @@ impl<S: CustomerStore> CustomerService for CustomerApi<S> {
             .patch(c, req.update_mask.as_ref())
             .map_err(Error::from)?;
         let version = expected_version(req.expected_version)?;
-        let customer = self.store.update(id, patch, version).await?;
+        let customer = self
+            .store
+            .update(id, patch, version)
+            .await
+            .map_err(under_customer)?;
         Ok(Response::new(self.to_wire(&customer)))
     }
 
@@ -231,8 +247,10 @@ impl<S: CustomerStore> CustomerService for CustomerApi<S> {
         let value = parse_identity_ref(&self.wire, req.identity.as_ref())?;
         let name =
             text(&req.display_name, 200, false).map_err(|e| Error::invalid("display_name", e))?;
+        // An unknown caller's prospect is named after their identity until someone knows better;
+        // the name keeps display_name's limit.
         let name = if name.is_empty() {
-            value.as_str().to_owned()
+            value.as_str().chars().take(200).collect()
         } else {
             name
         };
@@ -249,10 +267,17 @@ impl<S: CustomerStore> CustomerService for CustomerApi<S> {
         request: Request<pb::RecordInteractionRequest>,
     ) -> Reply<pb::Interaction> {
         let req = request.into_inner();
-        let id = customer_id("customer_id", &req.customer_id)?;
-        let new = convert::new_interaction(req.interaction.as_ref()).map_err(Error::from)?;
-        let key = idempotency_key(&req.idempotency_key)?;
-        let recorded = self.store.record_interaction(id, new, key).await?;
+        let mut v = Violations::new();
+        let id = v.take("customer_id", wire::uuid(&req.customer_id));
+        let new = v.take_nested("", convert::new_interaction(req.interaction.as_ref()));
+        let key = v.take("idempotency_key", idempotency_key(&req.idempotency_key));
+        let (Some(id), Some(new), Some(key)) = (id, new, key) else {
+            return Err(Error::InvalidArgument(v).into());
+        };
+        let recorded = self
+            .store
+            .record_interaction(CustomerId(id), new, key)
+            .await?;
         Ok(Response::new(convert::interaction_to_wire(&recorded)))
     }
 
@@ -284,10 +309,17 @@ impl<S: CustomerStore> CustomerService for CustomerApi<S> {
         request: Request<pb::RecordSatisfactionRequest>,
     ) -> Reply<pb::SatisfactionRecord> {
         let req = request.into_inner();
-        let id = customer_id("customer_id", &req.customer_id)?;
-        let new = convert::new_satisfaction(req.record.as_ref()).map_err(Error::from)?;
-        let key = idempotency_key(&req.idempotency_key)?;
-        let recorded = self.store.record_satisfaction(id, new, key).await?;
+        let mut v = Violations::new();
+        let id = v.take("customer_id", wire::uuid(&req.customer_id));
+        let new = v.take_nested("", convert::new_satisfaction(req.record.as_ref()));
+        let key = v.take("idempotency_key", idempotency_key(&req.idempotency_key));
+        let (Some(id), Some(new), Some(key)) = (id, new, key) else {
+            return Err(Error::InvalidArgument(v).into());
+        };
+        let recorded = self
+            .store
+            .record_satisfaction(CustomerId(id), new, key)
+            .await?;
         Ok(Response::new(convert::satisfaction_to_wire(&recorded)))
     }
 

@@ -366,20 +366,21 @@ async fn lock_identity(
     tx: &mut Transaction<'_, Postgres>,
     value: &IdentityValue,
 ) -> Result<Vec<(Uuid, bool)>> {
-    let rows: Vec<(Option<Uuid>, Option<bool>)> = sqlx::query_as(
-        "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended($3, 0))) \
-         SELECT i.customer_id, i.shared FROM l LEFT JOIN customer_identities i \
-           ON i.kind = $1 AND i.value = $2 AND NOT i.released",
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(identity_lock_key(value))
+        .execute(&mut **tx)
+        .await?;
+    // A statement of its own: under READ COMMITTED it sees what committed while we waited for
+    // the lock, which a read in the locking statement would not.
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "SELECT customer_id, shared FROM customer_identities \
+         WHERE kind = $1 AND value = $2 AND NOT released",
     )
     .bind(value.kind().as_str())
     .bind(value.as_str())
-    .bind(identity_lock_key(value))
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, shared)| Some((id?, shared.unwrap_or(false))))
-        .collect())
+    Ok(rows)
 }
 
 /// Claims `identity` for `customer` inside `tx`, refusing one another customer holds.
@@ -1191,6 +1192,17 @@ impl CustomerStore for PgStore {
                 subject,
                 message: format!(
                     "customer {} has since been merged into {next}; undo that merge first",
+                    merge.survivor
+                ),
+            });
+        }
+        if survivor_state.deleted_at.is_some() {
+            // Its identities are released and may have been claimed by others since.
+            return Err(Error::FailedPrecondition {
+                reason: "SURVIVOR_DELETED",
+                subject,
+                message: format!(
+                    "customer {} has since been deleted; undelete it before undoing the merge",
                     merge.survivor
                 ),
             });

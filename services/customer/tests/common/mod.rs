@@ -21,6 +21,7 @@ pub type Client = CustomerServiceClient<Channel>;
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    client: Client,
     channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tierline_customer::StartError>>>,
@@ -43,27 +44,34 @@ impl Server {
         adjust(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(tierline_customer::serve_with_pool(
-            listener, config, pool, async {
+            listener,
+            config,
+            pool,
+            async {
                 let _ = rx.await;
             },
         ));
+        let client = CustomerServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect a generated client");
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("endpoint")
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .expect("connect to the server");
+            .expect("connect a channel");
         Server {
             addr,
+            client,
             channel,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
-    /// A customer-service client on the shared connection.
+    /// A customer-service client (clones share one HTTP/2 connection).
     pub fn client(&self) -> Client {
-        CustomerServiceClient::new(self.channel.clone())
+        self.client.clone()
     }
 
     /// The shared connection, for the health and reflection clients.
@@ -81,7 +89,6 @@ impl Server {
     /// Signals shutdown and waits for the server to drain and stop cleanly.
     pub async fn stop(mut self) {
         self.signal_shutdown();
-        drop(self.channel.clone());
         if let Some(task) = self.task.take() {
             let result = tokio::time::timeout(Duration::from_secs(30), task)
                 .await
@@ -90,13 +97,6 @@ impl Server {
             result.expect("server stops without error");
         }
     }
-}
-
-/// A fresh connection to a client-created server: used where a test wants its own connection.
-pub async fn connect(addr: SocketAddr) -> Client {
-    CustomerServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect a generated client")
 }
 
 // ---- requests -------------------------------------------------------------------------------
@@ -217,7 +217,10 @@ pub async fn lookup(client: &mut Client, identity: IdentityRef) -> Vec<String> {
 }
 
 /// Every customer a list request returns, following page tokens; panics on a repeated token.
-pub async fn list_all(client: &mut Client, mut request: pb::ListCustomersRequest) -> Vec<pb::Customer> {
+pub async fn list_all(
+    client: &mut Client,
+    mut request: pb::ListCustomersRequest,
+) -> Vec<pb::Customer> {
     let mut all = Vec::new();
     let mut seen_tokens = std::collections::HashSet::new();
     loop {
@@ -226,6 +229,10 @@ pub async fn list_all(client: &mut Client, mut request: pb::ListCustomersRequest
             .await
             .expect("ListCustomers")
             .into_inner();
+        assert!(
+            !page.customers.is_empty() || page.next_page_token.is_empty(),
+            "an empty page with a next-page token"
+        );
         all.extend(page.customers);
         if page.next_page_token.is_empty() {
             return all;
