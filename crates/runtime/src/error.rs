@@ -33,6 +33,8 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// The caller is not allowed to do this.
     PermissionDenied,
+    /// A position (a stream cursor) outside what the server keeps.
+    OutOfRange,
     /// A fault of ours. Logged; the client sees only that something went wrong.
     Internal,
 }
@@ -49,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => Code::Unavailable,
             ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::OutOfRange => Code::OutOfRange,
             ErrorKind::Internal => Code::Internal,
         }
     }

@@ -1,0 +1,134 @@
+//! The ticket service's one error type.
+
+use tierline_runtime::error::{ErrorKind, FieldViolation, ServiceError};
+use tierline_runtime::{Violations, db};
+
+/// Everything that can go wrong in the ticket service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; the violations name each field.
+    #[error("invalid request: {0}")]
+    InvalidArgument(Violations),
+    /// No such resource.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Which kind of resource.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// Optimistic concurrency lost.
+    #[error("ticket {id} is at version {actual}, not the expected {expected}; read it again")]
+    StaleVersion {
+        /// The ticket.
+        id: String,
+        /// What the client expected.
+        expected: i64,
+        /// What is stored.
+        actual: i64,
+    },
+    /// The resource's state does not allow the operation.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Stable reason code (`ILLEGAL_TRANSITION`, `IDEMPOTENCY_KEY_REUSED`, ...).
+        reason: &'static str,
+        /// The resource concerned (`tickets/<id>`).
+        subject: String,
+        /// What is wrong, for people.
+        message: String,
+    },
+    /// A cursor outside the retained event log.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// PostgreSQL could not be reached.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A fault of ours.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// Stored data does not parse: a bug or a manual edit.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// A violation of one field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(FieldViolation::new(field, description).into())
+    }
+
+    /// NOT_FOUND for a ticket.
+    pub fn ticket_not_found(id: impl std::fmt::Display) -> Self {
+        Error::NotFound {
+            what: "ticket",
+            id: id.to_string(),
+        }
+    }
+}
+
+impl From<Violations> for Error {
+    fn from(v: Violations) -> Self {
+        Error::InvalidArgument(v)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        if db::is_unavailable(&err) {
+            Error::Unavailable(err)
+        } else {
+            Error::Database(err)
+        }
+    }
+}
+
+impl ServiceError for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::StaleVersion { .. } => ErrorKind::Aborted,
+            Error::FailedPrecondition { .. } => ErrorKind::FailedPrecondition,
+            Error::OutOfRange(_) => ErrorKind::OutOfRange,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Database(_) | Error::Corrupt(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::StaleVersion { .. } => "STALE_VERSION",
+            Error::FailedPrecondition { reason, .. } => reason,
+            Error::OutOfRange(_) => "CURSOR_OUT_OF_RANGE",
+            Error::Unavailable(_) => "DATABASE_UNAVAILABLE",
+            Error::Database(_) | Error::Corrupt(_) => "INTERNAL",
+        }
+    }
+
+    fn field_violations(&self) -> &[FieldViolation] {
+        match self {
+            Error::InvalidArgument(v) => v.as_slice(),
+            _ => &[],
+        }
+    }
+
+    fn precondition(&self) -> Option<(&'static str, String)> {
+        match self {
+            Error::FailedPrecondition {
+                reason, subject, ..
+            } => Some((reason, subject.clone())),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        tierline_runtime::error::to_status(&err)
+    }
+}
+
+/// Result of the ticket service.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

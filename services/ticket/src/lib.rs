@@ -1,0 +1,8 @@
+//! The ticket service: the system of record for every complaint, question and request.
+//!
+//! Reading order: [`domain`] first: the state machine (`domain/state.rs`), the SLA clock
+//! (`domain/sla.rs`), the priority rule and the catalog of categories and root causes.
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod error;
