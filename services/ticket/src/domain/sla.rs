@@ -918,30 +918,39 @@ pub enum Target {
 /// Instants are expected in order; an earlier instant than the last change counts as no time.
 ///
 /// First response is never paused: the proto pauses only the resolution clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlaClock {
     /// The [`SlaPolicy`] applied.
     pub policy_id: String,
     /// The calendar the targets count in (look it up with [`SlaPolicies::calendar`]).
     pub calendar: String,
     /// When the ticket was created; both clocks start here.
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// The policy's at-risk window when the clock started.
+    #[serde(with = "humantime_serde")]
     pub at_risk_window: Duration,
     /// created_at + the first-response target in open time.
+    #[serde(with = "time::serde::rfc3339")]
     pub first_response_due: OffsetDateTime,
     /// When the customer first got a response.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub first_response_at: Option<OffsetDateTime>,
     /// The policy's resolution target, in open time.
+    #[serde(with = "humantime_serde")]
     pub resolution_target: Duration,
     /// created_at + resolution_target + `paused_total`, in open time. While paused the real due
     /// time keeps moving: see [`SlaClock::resolution_due`].
+    #[serde(with = "time::serde::rfc3339")]
     pub resolution_due: OffsetDateTime,
     /// Open time spent paused in finished pauses (time resolved before a reopen included).
+    #[serde(with = "humantime_serde")]
     pub paused_total: Duration,
     /// Start of the current pause, if paused now.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub paused_since: Option<OffsetDateTime>,
     /// When resolved, if resolved now.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub resolved_at: Option<OffsetDateTime>,
     /// The first-response target was missed and that has been recorded (escalated).
     pub first_response_breached: bool,
