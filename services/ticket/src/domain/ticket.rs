@@ -405,6 +405,88 @@ impl NewEvent {
     }
 }
 
+/// An event as recorded: the history entry and the outbox message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The cursor: increasing in delivery order.
+    pub sequence: i64,
+    /// Id of the event.
+    pub event_id: Uuid,
+    /// The ticket.
+    pub ticket_id: TicketId,
+    /// The ticket's version after the change.
+    pub ticket_version: i64,
+    /// What was recorded.
+    pub event: NewEvent,
+    /// When.
+    pub at: OffsetDateTime,
+}
+
+stored_enum!(
+    /// Who can see a comment.
+    Visibility { Public = "public", Internal = "internal" }
+);
+stored_enum!(
+    /// How a ticket relates to a linked one ("this ticket is <kind> the other").
+    LinkKind {
+        Related = "related",
+        FollowUpOf = "follow_up_of",
+        HasFollowUp = "has_follow_up",
+        DuplicateOf = "duplicate_of",
+        HasDuplicate = "has_duplicate",
+        MergedFrom = "merged_from",
+    }
+);
+
+impl LinkKind {
+    /// The kind recorded on the other ticket.
+    pub fn inverse(self) -> LinkKind {
+        match self {
+            LinkKind::Related => LinkKind::Related,
+            LinkKind::FollowUpOf => LinkKind::HasFollowUp,
+            LinkKind::HasFollowUp => LinkKind::FollowUpOf,
+            LinkKind::DuplicateOf => LinkKind::HasDuplicate,
+            LinkKind::HasDuplicate => LinkKind::DuplicateOf,
+            // The source of a merge is a tombstone pointing at the survivor by merged_into.
+            LinkKind::MergedFrom => LinkKind::Related,
+        }
+    }
+}
+
+/// A comment on a ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    /// Id.
+    pub id: Uuid,
+    /// The ticket it belongs to.
+    pub ticket_id: TicketId,
+    /// Public reply or internal note.
+    pub visibility: Visibility,
+    /// Who wrote it.
+    pub author: Actor,
+    /// The text.
+    pub body: String,
+    /// Channel it was sent or received on.
+    pub channel: Channel,
+    /// Whether it was the ticket's first response.
+    pub first_response: bool,
+    /// When added.
+    pub created_at: OffsetDateTime,
+}
+
+/// A link from one ticket to another, as shown on the ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The other ticket.
+    pub linked_ticket_id: TicketId,
+    /// Its number.
+    pub linked_number: TicketNumber,
+    /// How this ticket relates to it.
+    pub kind: LinkKind,
+    /// When linked.
+    pub created_at: OffsetDateTime,
+}
+
 /// What intake knows about a new ticket once its request is parsed.
 #[derive(Debug, Clone)]
 pub struct Intake {
