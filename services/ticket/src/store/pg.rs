@@ -1,0 +1,867 @@
+//! Tickets in PostgreSQL.
+//!
+//! Every change is one transaction: lock the ticket row, let pure domain code change the loaded
+//! ticket, write the row back and append its events (history and outbox in one table), then
+//! `NOTIFY` so streams wake. Intake is a single statement, the hot path.
+
+use std::collections::BTreeMap;
+
+use sqlx::postgres::PgPool;
+use sqlx::types::Json;
+use sqlx::{FromRow, Postgres, QueryBuilder, Transaction};
+use tierline_types::{Channel, Tier};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Created, Mutation, Snapshotter};
+use crate::domain::catalog::TicketType;
+use crate::domain::sla::{HoldReason, Severity, SlaClock, SlaStatus};
+use crate::domain::state::{CancelReason, TicketState};
+use crate::domain::ticket::{
+    Actor, ActorKind, CallerIdentity, Comment, Compensation, CustomerEmotion, CustomerLink,
+    CustomerSnapshot, Details, EventKind, Link, LinkKind, NewEvent, RecordedEvent,
+    RecordedFollowUp, Routing, Ticket, TicketId, TicketNumber, TriageLabel, Visibility,
+};
+use crate::error::{Error, Result};
+
+/// The embedded migrations of the ticket service, applied at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    snapshot: Snapshotter,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Corrupt(format!("{what} {value:?}"))
+}
+
+fn sla_status_str(s: SlaStatus) -> &'static str {
+    match s {
+        SlaStatus::OnTrack => "on_track",
+        SlaStatus::AtRisk => "at_risk",
+        SlaStatus::Breached => "breached",
+        SlaStatus::Met => "met",
+        SlaStatus::Paused => "paused",
+    }
+}
+
+fn sla_status_from(s: &str) -> Result<SlaStatus> {
+    Ok(match s {
+        "on_track" => SlaStatus::OnTrack,
+        "at_risk" => SlaStatus::AtRisk,
+        "breached" => SlaStatus::Breached,
+        "met" => SlaStatus::Met,
+        "paused" => SlaStatus::Paused,
+        other => return Err(corrupt("sla status", other)),
+    })
+}
+
+const TICKET_COLUMNS: &str = "id, number, idempotency_key, customer_id, customer_resolution, \
+    caller_kind, caller_value, caller_region, snapshot_tier, snapshot_key_account, \
+    snapshot_account_manager, snapshot_display_name, snapshot_at, channel, type, category, \
+    department, severity, priority, subject, description, language_code, customer_emotion, \
+    desired_outcome, compensation, root_cause, triage_label, resolution_summary, tags, attributes, \
+    required_skills, own_skills, state, state_reason, hold_reason, cancel_reason, assigned_agent_id, \
+    handler_agent_ids, enqueue_at, pickup_due_at, preferred_agent_id, reservation_id, merged_into, \
+    sla, sla_status, follow_up, follow_up_due_at, version, created_at, updated_at, resolved_at, \
+    closed_at";
+
+#[derive(FromRow)]
+struct TicketRow {
+    id: Uuid,
+    number: String,
+    idempotency_key: String,
+    customer_id: Option<Uuid>,
+    customer_resolution: String,
+    caller_kind: Option<String>,
+    caller_value: Option<String>,
+    caller_region: Option<String>,
+    snapshot_tier: Option<String>,
+    snapshot_key_account: bool,
+    snapshot_account_manager: Option<String>,
+    snapshot_display_name: Option<String>,
+    snapshot_at: Option<OffsetDateTime>,
+    channel: String,
+    #[sqlx(rename = "type")]
+    ticket_type: String,
+    category: String,
+    department: String,
+    severity: String,
+    priority: i32,
+    subject: String,
+    description: String,
+    language_code: String,
+    customer_emotion: Option<String>,
+    desired_outcome: String,
+    compensation: Option<Json<Compensation>>,
+    root_cause: Option<String>,
+    triage_label: Option<String>,
+    resolution_summary: String,
+    tags: Vec<String>,
+    attributes: Json<BTreeMap<String, String>>,
+    required_skills: Vec<String>,
+    own_skills: Vec<String>,
+    state: String,
+    state_reason: String,
+    hold_reason: Option<String>,
+    cancel_reason: Option<String>,
+    assigned_agent_id: Option<String>,
+    handler_agent_ids: Vec<String>,
+    enqueue_at: OffsetDateTime,
+    pickup_due_at: OffsetDateTime,
+    preferred_agent_id: Option<String>,
+    reservation_id: Option<Uuid>,
+    merged_into: Option<Uuid>,
+    sla: Json<SlaClock>,
+    sla_status: String,
+    follow_up: Option<Json<RecordedFollowUp>>,
+    follow_up_due_at: Option<OffsetDateTime>,
+    version: i64,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    resolved_at: Option<OffsetDateTime>,
+    closed_at: Option<OffsetDateTime>,
+}
+
+fn opt_enum<T>(raw: Option<String>, what: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>> {
+    raw.map(|s| parse(&s).ok_or_else(|| corrupt(what, &s)))
+        .transpose()
+}
+
+impl TicketRow {
+    fn into_domain(self) -> Result<Ticket> {
+        let customer = match (self.customer_resolution.as_str(), self.customer_id) {
+            ("resolved", Some(id)) => CustomerLink::Resolved {
+                id,
+                snapshot: CustomerSnapshot {
+                    tier: self
+                        .snapshot_tier
+                        .as_deref()
+                        .and_then(Tier::from_db)
+                        .ok_or_else(|| {
+                            corrupt("snapshot tier", &format!("{:?}", self.snapshot_tier))
+                        })?,
+                    key_account: self.snapshot_key_account,
+                    account_manager_id: self.snapshot_account_manager,
+                    display_name: self.snapshot_display_name.unwrap_or_default(),
+                    taken_at: self.snapshot_at.unwrap_or(self.created_at),
+                },
+            },
+            ("pending", id) => CustomerLink::Pending { id },
+            (other, _) => return Err(corrupt("customer resolution", other)),
+        };
+        let caller = match (self.caller_kind, self.caller_value) {
+            (Some(kind), Some(value)) => Some(CallerIdentity {
+                kind,
+                value,
+                region: self.caller_region.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Ok(Ticket {
+            id: TicketId(self.id),
+            number: TicketNumber::from_stored(self.number),
+            idempotency_key: self.idempotency_key,
+            customer,
+            caller,
+            channel: Channel::from_db(&self.channel)
+                .ok_or_else(|| corrupt("channel", &self.channel))?,
+            details: Details {
+                ticket_type: TicketType::from_db(&self.ticket_type)
+                    .ok_or_else(|| corrupt("type", &self.ticket_type))?,
+                category: self.category,
+                severity: Severity::from_db(&self.severity)
+                    .ok_or_else(|| corrupt("severity", &self.severity))?,
+                subject: self.subject,
+                description: self.description,
+                language_code: self.language_code,
+                customer_emotion: opt_enum(
+                    self.customer_emotion,
+                    "emotion",
+                    CustomerEmotion::from_db,
+                )?,
+                desired_outcome: self.desired_outcome,
+                compensation: self.compensation.map(|j| j.0),
+                root_cause: self.root_cause,
+                triage_label: opt_enum(self.triage_label, "triage label", TriageLabel::from_db)?,
+                resolution_summary: self.resolution_summary,
+                tags: self.tags,
+                attributes: self.attributes.0,
+                own_skills: self.own_skills,
+            },
+            department: self.department,
+            priority: self.priority,
+            required_skills: self.required_skills,
+            state: TicketState::from_db(&self.state)
+                .ok_or_else(|| corrupt("state", &self.state))?,
+            state_reason: self.state_reason,
+            hold_reason: opt_enum(self.hold_reason, "hold reason", HoldReason::from_db)?,
+            cancel_reason: opt_enum(self.cancel_reason, "cancel reason", CancelReason::from_db)?,
+            assigned_agent_id: self.assigned_agent_id,
+            handler_agent_ids: self.handler_agent_ids,
+            routing: Routing {
+                enqueue_at: self.enqueue_at,
+                pickup_due_at: self.pickup_due_at,
+                preferred_agent_id: self.preferred_agent_id,
+                reservation_id: self.reservation_id,
+            },
+            merged_into: self.merged_into.map(TicketId),
+            sla: self.sla.0,
+            sla_status: sla_status_from(&self.sla_status)?,
+            follow_up_due_at: self.follow_up_due_at,
+            follow_up: self.follow_up.map(|j| j.0),
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            resolved_at: self.resolved_at,
+            closed_at: self.closed_at,
+        })
+    }
+}
+
+/// The columns a ticket is written with, in `TICKET_COLUMNS` order after `number` and the
+/// intake-only ones; shared by insert and update so they cannot drift.
+fn bind_mutable<'q>(
+    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    t: &'q Ticket,
+    now: OffsetDateTime,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let (resolution, snapshot) = match &t.customer {
+        CustomerLink::Resolved { snapshot, .. } => ("resolved", Some(snapshot)),
+        CustomerLink::Pending { .. } => ("pending", None),
+    };
+    let next_check = crate::domain::ticket::next_sla_check(t, now);
+    q.bind(t.customer.id())
+        .bind(resolution)
+        .bind(snapshot.map(|s| s.tier.as_str()))
+        .bind(snapshot.is_some_and(|s| s.key_account))
+        .bind(snapshot.and_then(|s| s.account_manager_id.as_deref()))
+        .bind(snapshot.map(|s| s.display_name.as_str()))
+        .bind(snapshot.map(|s| s.taken_at))
+        .bind(t.details.ticket_type.as_str())
+        .bind(&t.details.category)
+        .bind(&t.department)
+        .bind(t.details.severity.as_str())
+        .bind(t.priority)
+        .bind(&t.details.subject)
+        .bind(&t.details.description)
+        .bind(&t.details.language_code)
+        .bind(t.details.customer_emotion.map(|e| e.as_str()))
+        .bind(&t.details.desired_outcome)
+        .bind(t.details.compensation.as_ref().map(Json))
+        .bind(t.details.root_cause.as_deref())
+        .bind(t.details.triage_label.map(|l| l.as_str()))
+        .bind(&t.details.resolution_summary)
+        .bind(&t.details.tags)
+        .bind(Json(&t.details.attributes))
+        .bind(&t.required_skills)
+        .bind(&t.details.own_skills)
+        .bind(t.state.as_str())
+        .bind(&t.state_reason)
+        .bind(t.hold_reason.map(|r| r.as_str()))
+        .bind(t.cancel_reason.map(|r| r.as_str()))
+        .bind(t.assigned_agent_id.as_deref())
+        .bind(&t.handler_agent_ids)
+        .bind(t.routing.enqueue_at)
+        .bind(t.routing.pickup_due_at)
+        .bind(t.routing.preferred_agent_id.as_deref())
+        .bind(t.routing.reservation_id)
+        .bind(t.merged_into.map(|m| m.0))
+        .bind(Json(&t.sla))
+        .bind(sla_status_str(t.sla_status))
+        .bind(next_check)
+        .bind(t.follow_up.as_ref().map(Json))
+        .bind(t.follow_up_due_at)
+        .bind(t.version)
+        .bind(t.updated_at)
+        .bind(t.resolved_at)
+        .bind(t.closed_at)
+}
+
+/// Appends events for `ticket` (already at its new version) in one statement, and wakes readers.
+async fn append_events(
+    tx: &mut Transaction<'_, Postgres>,
+    ticket: &Ticket,
+    events: &[NewEvent],
+    snapshot: &[u8],
+    now: OffsetDateTime,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len();
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let actor_kinds: Vec<&str> = events.iter().map(|e| e.actor.kind.as_str()).collect();
+    let actor_ids: Vec<&str> = events.iter().map(|e| e.actor.id.as_str()).collect();
+    let froms: Vec<&str> = events.iter().map(|e| e.from.as_str()).collect();
+    let tos: Vec<&str> = events.iter().map(|e| e.to.as_str()).collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    // Arrays of arrays do not bind; changed fields travel as one comma-joined string each.
+    let changed: Vec<String> = events.iter().map(|e| e.changed_fields.join(",")).collect();
+    let comments: Vec<Option<Uuid>> = events.iter().map(|e| e.comment_id).collect();
+    let related: Vec<Option<Uuid>> = events.iter().map(|e| e.related_ticket_id).collect();
+    sqlx::query(
+        "INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, actor_id, \
+           from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, event_at, snapshot) \
+         SELECT e.id, $1, $2, e.kind, e.actor_kind, e.actor_id, e.from_state, e.to_state, e.reason, \
+           CASE WHEN e.changed = '' THEN '{}'::text[] ELSE string_to_array(e.changed, ',') END, \
+           e.comment_id, e.related, $3, $4 \
+         FROM UNNEST($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::text[], $12::text[], $13::uuid[], $14::uuid[]) WITH ORDINALITY \
+           AS e(id, kind, actor_kind, actor_id, from_state, to_state, reason, changed, comment_id, related, ord) \
+         ORDER BY e.ord",
+    )
+    .bind(ticket.id.0)
+    .bind(ticket.version)
+    .bind(now)
+    .bind(snapshot)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&actor_kinds)
+    .bind(&actor_ids)
+    .bind(&froms)
+    .bind(&tos)
+    .bind(&reasons)
+    .bind(&changed)
+    .bind(&comments)
+    .bind(&related)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(super::feed::CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl PgStore {
+    /// A store on a migrated database.
+    pub fn new(pool: PgPool, snapshot: Snapshotter) -> Self {
+        PgStore { pool, snapshot }
+    }
+
+    /// The pool, for background tasks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores a new ticket and its CREATED event in one statement. The same idempotency key with
+    /// the same fingerprint returns the stored ticket; with another fingerprint it is refused.
+    pub async fn create(
+        &self,
+        mut ticket: Ticket,
+        fingerprint: &[u8],
+        follow_up_of: Option<TicketId>,
+        actor: Actor,
+    ) -> Result<Created> {
+        for _ in 0..5 {
+            let created = NewEvent::on(&ticket, EventKind::Created, actor.clone(), "created");
+            let snapshot = (self.snapshot)(&ticket);
+            let mut tx = self.pool.begin().await?;
+            let inserted = insert_ticket(&mut tx, &ticket, fingerprint).await;
+            match inserted {
+                Ok(true) => {
+                    append_events(&mut tx, &ticket, &[created], &snapshot, ticket.created_at)
+                        .await?;
+                    if let Some(other) = follow_up_of {
+                        link_pair(
+                            &mut tx,
+                            ticket.id,
+                            other,
+                            LinkKind::FollowUpOf,
+                            ticket.created_at,
+                        )
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(Created {
+                        ticket,
+                        replayed: false,
+                    });
+                }
+                Ok(false) => {
+                    tx.rollback().await?;
+                    return self.replay(&ticket.idempotency_key, fingerprint).await;
+                }
+                Err(err)
+                    if tierline_runtime::db::is_unique_violation(&err, "tickets_number_key") =>
+                {
+                    // One in a hundred million per live ticket: draw again.
+                    tx.rollback().await?;
+                    ticket.number = TicketNumber::random();
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(Error::Corrupt(
+            "no free ticket number after five draws".into(),
+        ))
+    }
+
+    async fn replay(&self, key: &str, fingerprint: &[u8]) -> Result<Created> {
+        let row: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, request_fingerprint FROM tickets WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id, stored)) = row else {
+            return Err(Error::Corrupt(format!(
+                "idempotency key {key:?} conflicted but is gone"
+            )));
+        };
+        if stored != fingerprint {
+            return Err(Error::FailedPrecondition {
+                reason: "IDEMPOTENCY_KEY_REUSED",
+                subject: format!("tickets/{id}"),
+                message: format!(
+                    "idempotency_key {key:?} already created ticket {id} from a different request"
+                ),
+            });
+        }
+        Ok(Created {
+            ticket: self.get(TicketId(id)).await?,
+            replayed: true,
+        })
+    }
+
+    /// A ticket by id.
+    pub async fn get(&self, id: TicketId) -> Result<Ticket> {
+        fetch(&self.pool, id).await
+    }
+
+    /// A ticket by its number.
+    pub async fn get_by_number(&self, number: &TicketNumber) -> Result<Ticket> {
+        let row: Option<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE number = $1"
+        )))
+        .bind(number.digits())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| Error::ticket_not_found(number))?
+            .into_domain()
+    }
+
+    /// The links of a ticket, oldest first, with the other tickets' numbers.
+    pub async fn links(&self, id: TicketId) -> Result<Vec<Link>> {
+        links_of(&self.pool, id).await
+    }
+
+    /// Changes a ticket under its row lock: `change` gets the loaded ticket and decides the
+    /// events; no events means nothing changed and nothing is written.
+    pub async fn mutate<T>(
+        &self,
+        id: TicketId,
+        expected_version: Option<i64>,
+        now: OffsetDateTime,
+        change: impl FnOnce(&mut Ticket) -> Result<Mutation<T>>,
+    ) -> Result<(Ticket, T)> {
+        let mut tx = self.pool.begin().await?;
+        let mut ticket = fetch_for_update(&mut tx, id).await?;
+        if let Some(expected) = expected_version
+            && expected != ticket.version
+        {
+            return Err(Error::StaleVersion {
+                id: id.to_string(),
+                expected,
+                actual: ticket.version,
+            });
+        }
+        let Mutation { events, value } = change(&mut ticket)?;
+        if events.is_empty() {
+            tx.rollback().await?;
+            return Ok((ticket, value));
+        }
+        save(&mut tx, &ticket, now).await?;
+        let snapshot = (self.snapshot)(&ticket);
+        append_events(&mut tx, &ticket, &events, &snapshot, now).await?;
+        tx.commit().await?;
+        Ok((ticket, value))
+    }
+
+    /// Events after `after` that no running transaction can still precede, oldest first.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(RecordedEvent, Option<Vec<u8>>)>> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT sequence, event_id, ticket_id, ticket_version, kind, actor_kind, actor_id, \
+               from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, \
+               event_at, snapshot \
+             FROM ticket_events \
+             WHERE sequence > $1 AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY sequence LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let snapshot = r.snapshot.clone();
+                r.into_domain().map(|e| (e, snapshot))
+            })
+            .collect()
+    }
+
+    /// The highest sequence written so far (0 if none).
+    pub async fn latest_sequence(&self) -> Result<i64> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM ticket_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(latest.unwrap_or(0))
+    }
+
+    /// A ticket's history, oldest first, after `after`.
+    pub async fn history(
+        &self,
+        id: TicketId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT sequence, event_id, ticket_id, ticket_version, kind, actor_kind, actor_id, \
+               from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, \
+               event_at, NULL::bytea AS snapshot \
+             FROM ticket_events WHERE ticket_id = $1 AND sequence > $2 \
+             ORDER BY sequence LIMIT $3",
+        )
+        .bind(id.0)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() && after == 0 {
+            fetch(&self.pool, id).await?;
+        }
+        rows.into_iter().map(EventRow::into_domain).collect()
+    }
+
+    /// Adds a comment and applies what it does to the ticket, in one transaction.
+    pub async fn add_comment(
+        &self,
+        comment: Comment,
+        idempotency: Option<(String, Vec<u8>)>,
+        now: OffsetDateTime,
+        change: impl FnOnce(&mut Ticket, &mut Comment) -> Result<Vec<NewEvent>>,
+    ) -> Result<Comment> {
+        if let Some((key, fingerprint)) = &idempotency
+            && let Some(existing) = self.comment_by_key(key, fingerprint).await?
+        {
+            return Ok(existing);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut ticket = fetch_for_update(&mut tx, comment.ticket_id).await?;
+        let mut comment = comment;
+        let events = change(&mut ticket, &mut comment)?;
+        let inserted = sqlx::query(
+            "INSERT INTO ticket_comments (id, ticket_id, visibility, author_kind, author_id, body, \
+               channel, first_response, created_at, idempotency_key, request_fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(comment.id)
+        .bind(comment.ticket_id.0)
+        .bind(comment.visibility.as_str())
+        .bind(comment.author.kind.as_str())
+        .bind(&comment.author.id)
+        .bind(&comment.body)
+        .bind(comment.channel.as_str())
+        .bind(comment.first_response)
+        .bind(comment.created_at)
+        .bind(idempotency.as_ref().map(|(k, _)| k.as_str()))
+        .bind(idempotency.as_ref().map(|(_, f)| f.as_slice()))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent retry with the same key won.
+            tx.rollback().await?;
+            if let Some((key, fingerprint)) = &idempotency
+                && let Some(existing) = self.comment_by_key(key, fingerprint).await?
+            {
+                return Ok(existing);
+            }
+            return Err(Error::Corrupt("comment key conflicted but is gone".into()));
+        }
+        if !events.is_empty() {
+            save(&mut tx, &ticket, now).await?;
+            let snapshot = (self.snapshot)(&ticket);
+            append_events(&mut tx, &ticket, &events, &snapshot, now).await?;
+        }
+        tx.commit().await?;
+        Ok(comment)
+    }
+
+    async fn comment_by_key(&self, key: &str, fingerprint: &[u8]) -> Result<Option<Comment>> {
+        let row: Option<(CommentRow, Option<Vec<u8>>)> = sqlx::query_as::<_, CommentRow>(
+            "SELECT id, ticket_id, visibility, author_kind, author_id, body, channel, first_response, \
+               created_at, request_fingerprint FROM ticket_comments WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            let f = r.request_fingerprint.clone();
+            (r, f)
+        });
+        match row {
+            None => Ok(None),
+            Some((row, stored)) if stored.as_deref() == Some(fingerprint) => {
+                row.into_domain().map(Some)
+            }
+            Some((row, _)) => Err(Error::FailedPrecondition {
+                reason: "IDEMPOTENCY_KEY_REUSED",
+                subject: format!("tickets/{}", row.ticket_id),
+                message: format!("idempotency_key {key:?} already added a different comment"),
+            }),
+        }
+    }
+
+    /// A ticket's comments, oldest first, including those of tickets merged into it.
+    pub async fn comments(
+        &self,
+        id: TicketId,
+        visibility: Option<Visibility>,
+        after: Option<(OffsetDateTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Comment>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id, ticket_id, visibility, author_kind, author_id, body, channel, first_response, \
+               created_at, request_fingerprint FROM ticket_comments \
+             WHERE ticket_id IN (SELECT id FROM tickets WHERE id = ",
+        );
+        q.push_bind(id.0)
+            .push(" OR merged_into = ")
+            .push_bind(id.0)
+            .push(")");
+        if let Some(v) = visibility {
+            q.push(" AND visibility = ").push_bind(v.as_str());
+        }
+        if let Some((at, last)) = after {
+            q.push(" AND (created_at, id) > (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(last)
+                .push(")");
+        }
+        q.push(" ORDER BY created_at, id LIMIT ").push_bind(limit);
+        let rows: Vec<CommentRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        if rows.is_empty() && after.is_none() {
+            fetch(&self.pool, id).await?;
+        }
+        rows.into_iter().map(CommentRow::into_domain).collect()
+    }
+}
+
+async fn insert_ticket(
+    tx: &mut Transaction<'_, Postgres>,
+    t: &Ticket,
+    fingerprint: &[u8],
+) -> std::result::Result<bool, sqlx::Error> {
+    let q = sqlx::query(
+        "INSERT INTO tickets (id, number, idempotency_key, request_fingerprint, caller_kind, \
+           caller_value, caller_region, channel, created_at, \
+           customer_id, customer_resolution, snapshot_tier, snapshot_key_account, \
+           snapshot_account_manager, snapshot_display_name, snapshot_at, type, category, department, \
+           severity, priority, subject, description, language_code, customer_emotion, \
+           desired_outcome, compensation, root_cause, triage_label, resolution_summary, tags, \
+           attributes, required_skills, own_skills, state, state_reason, hold_reason, cancel_reason, \
+           assigned_agent_id, handler_agent_ids, enqueue_at, pickup_due_at, preferred_agent_id, \
+           reservation_id, merged_into, sla, sla_status, sla_next_check_at, follow_up, \
+           follow_up_due_at, version, updated_at, resolved_at, closed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+           $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, \
+           $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(t.id.0)
+    .bind(t.number.digits())
+    .bind(&t.idempotency_key)
+    .bind(fingerprint)
+    .bind(t.caller.as_ref().map(|c| c.kind.as_str()))
+    .bind(t.caller.as_ref().map(|c| c.value.as_str()))
+    .bind(t.caller.as_ref().map(|c| c.region.as_str()))
+    .bind(t.channel.as_str())
+    .bind(t.created_at);
+    let done = bind_mutable(q, t, t.created_at).execute(&mut **tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn save(tx: &mut Transaction<'_, Postgres>, t: &Ticket, now: OffsetDateTime) -> Result<()> {
+    let q = sqlx::query(
+        "UPDATE tickets SET customer_id = $2, customer_resolution = $3, snapshot_tier = $4, \
+           snapshot_key_account = $5, snapshot_account_manager = $6, snapshot_display_name = $7, \
+           snapshot_at = $8, type = $9, category = $10, department = $11, severity = $12, \
+           priority = $13, subject = $14, description = $15, language_code = $16, \
+           customer_emotion = $17, desired_outcome = $18, compensation = $19, root_cause = $20, \
+           triage_label = $21, resolution_summary = $22, tags = $23, attributes = $24, \
+           required_skills = $25, own_skills = $26, state = $27, state_reason = $28, \
+           hold_reason = $29, cancel_reason = $30, assigned_agent_id = $31, handler_agent_ids = $32, \
+           enqueue_at = $33, pickup_due_at = $34, preferred_agent_id = $35, reservation_id = $36, \
+           merged_into = $37, sla = $38, sla_status = $39, sla_next_check_at = $40, follow_up = $41, \
+           follow_up_due_at = $42, version = $43, updated_at = $44, resolved_at = $45, closed_at = $46 \
+         WHERE id = $1",
+    )
+    .bind(t.id.0);
+    bind_mutable(q, t, now).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn fetch(executor: impl sqlx::PgExecutor<'_>, id: TicketId) -> Result<Ticket> {
+    let row: Option<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(executor)
+    .await?;
+    row.ok_or_else(|| Error::ticket_not_found(id))?
+        .into_domain()
+}
+
+async fn fetch_for_update(tx: &mut Transaction<'_, Postgres>, id: TicketId) -> Result<Ticket> {
+    let row: Option<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id.0)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.ok_or_else(|| Error::ticket_not_found(id))?
+        .into_domain()
+}
+
+async fn links_of(executor: impl sqlx::PgExecutor<'_>, id: TicketId) -> Result<Vec<Link>> {
+    let rows: Vec<(Uuid, String, String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT l.linked_ticket_id, t.number, l.kind, l.created_at FROM ticket_links l \
+         JOIN tickets t ON t.id = l.linked_ticket_id WHERE l.ticket_id = $1 \
+         ORDER BY l.created_at, l.linked_ticket_id",
+    )
+    .bind(id.0)
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter()
+        .map(|(other, number, kind, at)| {
+            Ok(Link {
+                linked_ticket_id: TicketId(other),
+                linked_number: TicketNumber::from_stored(number),
+                kind: LinkKind::from_db(&kind).ok_or_else(|| corrupt("link kind", &kind))?,
+                created_at: at,
+            })
+        })
+        .collect()
+}
+
+/// Links `a` to `b` as `kind`, and `b` to `a` as its inverse.
+async fn link_pair(
+    tx: &mut Transaction<'_, Postgres>,
+    a: TicketId,
+    b: TicketId,
+    kind: LinkKind,
+    now: OffsetDateTime,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ticket_links (ticket_id, linked_ticket_id, kind, created_at) \
+         VALUES ($1, $2, $3, $5), ($2, $1, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(a.0)
+    .bind(b.0)
+    .bind(kind.as_str())
+    .bind(kind.inverse().as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct EventRow {
+    sequence: i64,
+    event_id: Uuid,
+    ticket_id: Uuid,
+    ticket_version: i64,
+    kind: String,
+    actor_kind: String,
+    actor_id: String,
+    from_state: String,
+    to_state: String,
+    reason: String,
+    changed_fields: Vec<String>,
+    comment_id: Option<Uuid>,
+    related_ticket_id: Option<Uuid>,
+    event_at: OffsetDateTime,
+    snapshot: Option<Vec<u8>>,
+}
+
+impl EventRow {
+    fn into_domain(self) -> Result<RecordedEvent> {
+        Ok(RecordedEvent {
+            sequence: self.sequence,
+            event_id: self.event_id,
+            ticket_id: TicketId(self.ticket_id),
+            ticket_version: self.ticket_version,
+            event: NewEvent {
+                kind: EventKind::from_db(&self.kind)
+                    .ok_or_else(|| corrupt("event kind", &self.kind))?,
+                actor: Actor {
+                    kind: ActorKind::from_db(&self.actor_kind)
+                        .ok_or_else(|| corrupt("actor kind", &self.actor_kind))?,
+                    id: self.actor_id,
+                },
+                from: TicketState::from_db(&self.from_state)
+                    .ok_or_else(|| corrupt("state", &self.from_state))?,
+                to: TicketState::from_db(&self.to_state)
+                    .ok_or_else(|| corrupt("state", &self.to_state))?,
+                reason: self.reason,
+                changed_fields: self.changed_fields,
+                comment_id: self.comment_id,
+                related_ticket_id: self.related_ticket_id,
+            },
+            at: self.event_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct CommentRow {
+    id: Uuid,
+    ticket_id: Uuid,
+    visibility: String,
+    author_kind: String,
+    author_id: String,
+    body: String,
+    channel: String,
+    first_response: bool,
+    created_at: OffsetDateTime,
+    request_fingerprint: Option<Vec<u8>>,
+}
+
+impl CommentRow {
+    fn into_domain(self) -> Result<Comment> {
+        Ok(Comment {
+            id: self.id,
+            ticket_id: TicketId(self.ticket_id),
+            visibility: Visibility::from_db(&self.visibility)
+                .ok_or_else(|| corrupt("visibility", &self.visibility))?,
+            author: Actor {
+                kind: ActorKind::from_db(&self.author_kind)
+                    .ok_or_else(|| corrupt("author kind", &self.author_kind))?,
+                id: self.author_id,
+            },
+            body: self.body,
+            channel: Channel::from_db(&self.channel)
+                .ok_or_else(|| corrupt("channel", &self.channel))?,
+            first_response: self.first_response,
+            created_at: self.created_at,
+        })
+    }
+}
