@@ -8,8 +8,10 @@ use std::fmt;
 
 use tierline_proto::common;
 
-/// A customer's ABC tier; A is the most valuable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A customer's ABC tier; A is the most valuable. Written "A", "B", "C" in configuration.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Tier {
     /// The few most valuable customers.
     A,

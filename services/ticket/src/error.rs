@@ -132,3 +132,45 @@ impl From<Error> for tonic::Status {
 
 /// Result of the ticket service.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::domain::ticket::RuleError> for Error {
+    fn from(err: crate::domain::ticket::RuleError) -> Self {
+        use crate::domain::state::TransitionError;
+        use crate::domain::ticket::RuleError;
+        match err {
+            RuleError::Transition(TransitionError::Invalid(v)) => Error::InvalidArgument(v),
+            RuleError::Transition(illegal @ TransitionError::Illegal { .. }) => {
+                let reason = tierline_runtime::ServiceError::reason(&illegal);
+                Error::FailedPrecondition {
+                    reason,
+                    subject: "ticket".into(),
+                    message: illegal.to_string(),
+                }
+            }
+            RuleError::Category(v) => Error::InvalidArgument(v.into()),
+            // Configuration is validated at start; reaching these is a bug.
+            RuleError::Calendar(e) => Error::Corrupt(format!("sla calendar: {e}")),
+            RuleError::UnknownPolicy(p) => {
+                Error::Corrupt(format!("sla policy {p:?} not configured"))
+            }
+        }
+    }
+}
+
+impl From<crate::domain::ticket::FollowUpOrRule> for Error {
+    fn from(err: crate::domain::ticket::FollowUpOrRule) -> Self {
+        use crate::domain::ticket::{FollowUpError, FollowUpOrRule};
+        match err {
+            FollowUpOrRule::Rule(rule) => rule.into(),
+            FollowUpOrRule::FollowUp(f) => Error::FailedPrecondition {
+                reason: match f {
+                    FollowUpError::NotResolved(_) => "TICKET_NOT_RESOLVED",
+                    FollowUpError::OwnFollowUp(_) => "OWN_FOLLOW_UP",
+                    FollowUpError::AlreadyRecorded => "FOLLOW_UP_ALREADY_RECORDED",
+                },
+                subject: "ticket".into(),
+                message: f.to_string(),
+            },
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! (`domain/sla.rs`), the priority rule and the catalog of categories and root causes.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod customers;
 pub mod domain;
 pub mod error;
 pub mod store;

@@ -884,6 +884,153 @@ pub fn check_sla(ticket: &mut Ticket, rules: &Rules, now: OffsetDateTime) -> Vec
     events
 }
 
+/// Takes the customer on once the customer service has answered for a ticket accepted while it
+/// was down: the snapshot, and the priority and SLA due times of the customer's tier.
+pub fn resolve_customer(
+    ticket: &mut Ticket,
+    customer: CustomerLink,
+    rules: &Rules,
+    now: OffsetDateTime,
+) -> Result<Vec<NewEvent>, RuleError> {
+    if matches!(ticket.customer, CustomerLink::Resolved { .. }) {
+        return Ok(Vec::new());
+    }
+    let tier = customer.tier().unwrap_or(rules.default_tier);
+    ticket.customer = customer;
+    let policy = rules.policies.select(tier, ticket.details.severity);
+    let calendar = rules.policies.calendar(&policy.calendar)?;
+    // Restart the clock under the tier's policy from the ticket's arrival, keeping what has
+    // already happened to it.
+    let old = ticket.sla.clone();
+    let mut clock = SlaClock::start(policy, calendar, ticket.created_at)?;
+    clock.first_response_at = old.first_response_at;
+    clock.paused_total = old.paused_total;
+    clock.paused_since = old.paused_since;
+    clock.resolved_at = old.resolved_at;
+    clock.first_response_breached = old.first_response_breached;
+    clock.resolution_breached = old.resolution_breached;
+    clock.resolution_due = calendar.add(
+        ticket.created_at,
+        clock.resolution_target.saturating_add(clock.paused_total),
+    )?;
+    ticket.sla = clock;
+    if ticket.state == TicketState::New || ticket.state == TicketState::Queued {
+        ticket.routing.pickup_due_at = ticket.sla.first_response_due;
+    }
+    let mut breached = ticket.sla.record_breaches(now);
+    let mut events = vec![NewEvent::on(
+        ticket,
+        EventKind::CustomerResolved,
+        Actor::system(),
+        "customer_resolved",
+    )];
+    events.extend(breach_events(ticket, &mut breached, now));
+    refresh_derived(ticket, rules);
+    refresh_sla_status(ticket, now);
+    touch(ticket, now);
+    Ok(events)
+}
+
+/// A follow-up to record: what the customer expected (a) and perceived (b).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowUpInput {
+    /// a, above 0, at most 10.
+    pub expected: f64,
+    /// b, 0 to 10.
+    pub perceived: f64,
+    /// The customer's words.
+    pub comment: String,
+    /// The agent making the follow-up.
+    pub agent_id: String,
+    /// Also close a RESOLVED ticket.
+    pub close: bool,
+}
+
+/// Why a follow-up cannot be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowUpError {
+    /// Only RESOLVED and CLOSED tickets are followed up.
+    #[error("a ticket is followed up once it is resolved; this one is {0}")]
+    NotResolved(TicketState),
+    /// An agent who handled the ticket may not judge their own work.
+    #[error("agent {0} handled this ticket and cannot record its follow-up")]
+    OwnFollowUp(String),
+    /// A different follow-up is already recorded.
+    #[error("the follow-up is already recorded with other values")]
+    AlreadyRecorded,
+}
+
+/// Records the follow-up (C = b / a) on the ticket, and closes it if asked.
+pub fn record_follow_up(
+    ticket: &mut Ticket,
+    input: FollowUpInput,
+    rules: &Rules,
+    now: OffsetDateTime,
+) -> Result<Vec<NewEvent>, FollowUpOrRule> {
+    if !matches!(ticket.state, TicketState::Resolved | TicketState::Closed) {
+        return Err(FollowUpError::NotResolved(ticket.state).into());
+    }
+    if ticket.handler_agent_ids.contains(&input.agent_id) {
+        return Err(FollowUpError::OwnFollowUp(input.agent_id).into());
+    }
+    if let Some(existing) = &ticket.follow_up {
+        let same = existing.expected == input.expected
+            && existing.perceived == input.perceived
+            && existing.comment == input.comment
+            && existing.recorded_by == input.agent_id;
+        return if same {
+            Ok(Vec::new())
+        } else {
+            Err(FollowUpError::AlreadyRecorded.into())
+        };
+    }
+    let agent = Actor {
+        kind: ActorKind::Agent,
+        id: input.agent_id.clone(),
+    };
+    ticket.follow_up = Some(RecordedFollowUp {
+        at: now,
+        expected: input.expected,
+        perceived: input.perceived,
+        comment: input.comment,
+        handling_agent_id: ticket.assigned_agent_id.clone(),
+        recorded_by: input.agent_id,
+        on_profile: false,
+    });
+    ticket.follow_up_due_at = None;
+    let mut events = vec![NewEvent::on(
+        ticket,
+        EventKind::FollowUpRecorded,
+        agent.clone(),
+        "follow_up_recorded",
+    )];
+    touch(ticket, now);
+    if input.close && ticket.state == TicketState::Resolved {
+        // One change: the version rises once for both.
+        ticket.version -= 1;
+        events.extend(apply_move(
+            ticket,
+            Move::Close,
+            MoveContext::default(),
+            &agent,
+            rules,
+            now,
+        )?);
+    }
+    Ok(events)
+}
+
+/// A follow-up refused by its own rule or by the state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowUpOrRule {
+    /// The follow-up rule.
+    #[error(transparent)]
+    FollowUp(#[from] FollowUpError),
+    /// A state-machine or configuration rule.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+}
+
 /// Marks a change: version up, update time now.
 pub fn touch(ticket: &mut Ticket, now: OffsetDateTime) {
     ticket.version += 1;
@@ -1147,6 +1294,117 @@ mod tests {
             check_sla(&mut t, &r, late + time::Duration::seconds(1))
                 .iter()
                 .all(|e| e.kind != EventKind::SlaBreached)
+        );
+    }
+
+    fn resolved_ticket(r: &Rules) -> Ticket {
+        let now = monday_morning();
+        let mut t = open(intake(), resolved(Tier::B), r, now).expect("open");
+        let system = Actor::system();
+        apply_move(
+            &mut t,
+            Move::Assign,
+            MoveContext {
+                agent_id: Some("handler".into()),
+                ..Default::default()
+            },
+            &system,
+            r,
+            now,
+        )
+        .expect("assign");
+        apply_move(
+            &mut t,
+            Move::Resolve { has_summary: true },
+            MoveContext {
+                resolution_summary: Some("fixed".into()),
+                ..Default::default()
+            },
+            &system,
+            r,
+            now,
+        )
+        .expect("resolve");
+        t
+    }
+
+    fn follow_up(agent: &str, close: bool) -> FollowUpInput {
+        FollowUpInput {
+            expected: 8.0,
+            perceived: 6.0,
+            comment: "slow but fine".into(),
+            agent_id: agent.into(),
+            close,
+        }
+    }
+
+    #[test]
+    fn the_agent_who_handled_a_ticket_cannot_record_its_follow_up() {
+        let r = rules();
+        let mut t = resolved_ticket(&r);
+        let err = record_follow_up(&mut t, follow_up("handler", false), &r, monday_morning())
+            .expect_err("own follow-up");
+        assert!(matches!(
+            err,
+            FollowUpOrRule::FollowUp(FollowUpError::OwnFollowUp(_))
+        ));
+    }
+
+    #[test]
+    fn a_follow_up_stores_c_once_and_can_close_the_ticket_in_the_same_change() {
+        let r = rules();
+        let mut t = resolved_ticket(&r);
+        let version = t.version;
+        let events = record_follow_up(&mut t, follow_up("supervisor", true), &r, monday_morning())
+            .expect("recorded");
+        assert_eq!(events[0].kind, EventKind::FollowUpRecorded);
+        assert_eq!(t.state, TicketState::Closed);
+        assert_eq!(t.version, version + 1, "one change, one version");
+        let recorded = t.follow_up.clone().expect("follow-up");
+        assert_eq!(recorded.satisfaction(), 0.75);
+        assert_eq!(recorded.handling_agent_id.as_deref(), Some("handler"));
+        // The identical call again changes nothing; different values are refused.
+        assert!(
+            record_follow_up(&mut t, follow_up("supervisor", true), &r, monday_morning())
+                .expect("replay")
+                .is_empty()
+        );
+        let mut other = follow_up("supervisor", false);
+        other.perceived = 9.0;
+        assert!(record_follow_up(&mut t, other, &r, monday_morning()).is_err());
+    }
+
+    #[test]
+    fn a_ticket_not_yet_resolved_is_not_followed_up() {
+        let r = rules();
+        let mut t = open(intake(), resolved(Tier::B), &r, monday_morning()).expect("open");
+        assert!(
+            record_follow_up(&mut t, follow_up("supervisor", false), &r, monday_morning()).is_err()
+        );
+    }
+
+    #[test]
+    fn resolving_a_pending_customer_later_applies_their_tier() {
+        let r = rules();
+        let now = monday_morning();
+        let mut t = open(intake(), CustomerLink::Pending { id: None }, &r, now).expect("open");
+        let c_due = t.sla.first_response_due;
+        let events = resolve_customer(
+            &mut t,
+            resolved(Tier::A),
+            &r,
+            now + time::Duration::minutes(1),
+        )
+        .expect("resolved");
+        assert_eq!(events[0].kind, EventKind::CustomerResolved);
+        assert!(t.sla.first_response_due < c_due, "tier A's tighter target");
+        assert_eq!(t.routing.pickup_due_at, t.sla.first_response_due);
+        assert_eq!(t.customer.tier(), Some(Tier::A));
+        // Once resolved, a second answer changes nothing.
+        assert!(
+            resolve_customer(&mut t, resolved(Tier::C), &r, now)
+                .expect("noop")
+                .is_empty()
         );
     }
 }
