@@ -8,4 +8,6 @@ pub mod config;
 pub mod customers;
 pub mod domain;
 pub mod error;
+pub mod service;
 pub mod store;
+pub mod workers;

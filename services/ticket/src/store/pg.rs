@@ -489,6 +489,22 @@ impl PgStore {
         Ok((ticket, value))
     }
 
+    /// Sets when the SLA monitor looks at a ticket next, unless the ticket changed meanwhile.
+    pub async fn reschedule_sla_check(
+        &self,
+        id: TicketId,
+        version: i64,
+        at: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE tickets SET sla_next_check_at = $3 WHERE id = $1 AND version = $2")
+            .bind(id.0)
+            .bind(version)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Events after `after` that no running transaction can still precede, oldest first.
     pub async fn events_after(
         &self,
