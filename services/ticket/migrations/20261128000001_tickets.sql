@@ -135,6 +135,9 @@ CREATE TABLE ticket_events (
 );
 
 CREATE INDEX ticket_events_ticket_idx ON ticket_events (ticket_id, sequence);
+-- The retained part of the log: where a stream may start, and what the pruner clears next.
+CREATE INDEX ticket_events_retained_idx ON ticket_events (sequence) WHERE snapshot IS NOT NULL;
+CREATE INDEX ticket_events_retained_at_idx ON ticket_events (event_at) WHERE snapshot IS NOT NULL;
 
 -- How far each relay (routing, customer timeline) has delivered. A relay holds its row locked
 -- while it works, so one replica at a time delivers for it.

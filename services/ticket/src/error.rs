@@ -43,6 +43,9 @@ pub enum Error {
     /// PostgreSQL could not be reached.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// A service this one needs for the request (the customer service) did not answer.
+    #[error("{0}")]
+    DependencyUnavailable(String),
     /// A fault of ours.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -90,7 +93,7 @@ impl ServiceError for Error {
             Error::StaleVersion { .. } => ErrorKind::Aborted,
             Error::FailedPrecondition { .. } => ErrorKind::FailedPrecondition,
             Error::OutOfRange(_) => ErrorKind::OutOfRange,
-            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unavailable(_) | Error::DependencyUnavailable(_) => ErrorKind::Unavailable,
             Error::Database(_) | Error::Corrupt(_) => ErrorKind::Internal,
         }
     }
@@ -103,6 +106,7 @@ impl ServiceError for Error {
             Error::FailedPrecondition { reason, .. } => reason,
             Error::OutOfRange(_) => "CURSOR_OUT_OF_RANGE",
             Error::Unavailable(_) => "DATABASE_UNAVAILABLE",
+            Error::DependencyUnavailable(_) => "DEPENDENCY_UNAVAILABLE",
             Error::Database(_) | Error::Corrupt(_) => "INTERNAL",
         }
     }
@@ -170,6 +174,21 @@ impl From<crate::domain::ticket::FollowUpOrRule> for Error {
                 },
                 subject: "ticket".into(),
                 message: f.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::domain::patch::PatchError> for Error {
+    fn from(err: crate::domain::patch::PatchError) -> Self {
+        use crate::domain::patch::PatchError;
+        match err {
+            PatchError::Invalid(v) => Error::InvalidArgument(v),
+            PatchError::Calendar(e) => Error::Corrupt(format!("sla calendar: {e}")),
+            other => Error::FailedPrecondition {
+                reason: ServiceError::reason(&other),
+                subject: "ticket".into(),
+                message: other.to_string(),
             },
         }
     }

@@ -4,6 +4,7 @@
 //! (`domain/sla.rs`), the priority rule and the catalog of categories and root causes.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod customers;
 pub mod domain;
@@ -11,3 +12,75 @@ pub mod error;
 pub mod service;
 pub mod store;
 pub mod workers;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tierline_proto::ticket::ticket_service_server::TicketServiceServer;
+use tierline_runtime::server::{ServeError, ServiceHost};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::customers::Customers;
+use crate::domain::ticket::Rules;
+use crate::service::Tickets;
+use crate::store::PgStore;
+use crate::store::feed::EventFeed;
+
+/// The service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Db(#[from] tierline_runtime::db::DbError),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Connects to PostgreSQL, applies migrations, and serves on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let pool = tierline_runtime::db::connect(&config.database, &store::MIGRATOR).await?;
+    serve_with_pool(listener, config, pool, shutdown).await
+}
+
+/// Serves on `listener` with an open pool whose database is migrated, and runs the background
+/// workers until `shutdown`.
+pub async fn serve_with_pool(
+    listener: TcpListener,
+    config: Config,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let rules = Arc::new(Rules {
+        catalog: config.catalog.clone(),
+        policies: config.sla.clone(),
+        default_tier: config.ticket.default_tier,
+    });
+    let customers = Customers::new(&config.customer_service).map_err(StartError::Config)?;
+    let store = PgStore::new(pool.clone(), api::snapshotter(rules.clone()));
+    let tickets = Tickets::new(store, rules, customers);
+    let feed = EventFeed::new();
+    let mut background = vec![feed.listen(pool)];
+    background.extend(workers::spawn(
+        tickets.clone(),
+        config.ticket.worker_interval,
+        config.ticket.event_retention,
+    ));
+    let result = ServiceHost::new(config.server.clone())
+        .add_service(TicketServiceServer::new(api::TicketApi::new(tickets, feed)))
+        .serve(listener, shutdown)
+        .await;
+    for task in background {
+        task.abort();
+    }
+    Ok(result?)
+}

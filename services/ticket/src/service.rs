@@ -8,10 +8,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::customers::{Customers, Lookup};
-use crate::domain::state::{CommentAuthor, Move, TransitionRequest};
+use crate::domain::patch::{DetailsPatch, check_updatable, update_event};
+use crate::domain::state::{CommentAuthor, Move, TicketState, TransitionRequest};
 use crate::domain::ticket::{
     self, Actor, ActorKind, CallerIdentity, Comment, CustomerLink, EventKind, FollowUpInput,
-    Intake, MoveContext, NewEvent, Rules, Ticket, TicketId, Visibility,
+    Intake, LinkKind, MoveContext, NewEvent, Rules, Ticket, TicketId, Visibility,
 };
 use crate::error::{Error, Result};
 use crate::store::{Created, Mutation, PgStore};
@@ -336,4 +337,237 @@ impl Tickets {
             .map_err(about(id))?;
         Ok(ticket)
     }
+
+    /// Changes descriptive fields (and, through the customer service, the customer).
+    pub async fn update(
+        &self,
+        id: TicketId,
+        customer_id: Option<Uuid>,
+        patch: DetailsPatch,
+        expected_version: Option<i64>,
+        actor: Actor,
+    ) -> Result<Ticket> {
+        let link = match customer_id {
+            None => None,
+            Some(cid) => match self.customers.get(cid).await {
+                Ok(Lookup::Found(link)) => Some(link),
+                Ok(Lookup::NotFound) => {
+                    return Err(Error::NotFound {
+                        what: "customer",
+                        id: cid.to_string(),
+                    });
+                }
+                Err(e) => return Err(Error::DependencyUnavailable(e.to_string())),
+            },
+        };
+        let rules = self.rules.clone();
+        let at = now();
+        let (ticket, ()) = self
+            .store
+            .mutate(id, None, at, |t| {
+                let mut paths: Vec<&str> = patch.paths();
+                if link.is_some() {
+                    paths.push("customer_id");
+                }
+                check_updatable(t.state, &paths)?;
+                if let Some(expected) = expected_version
+                    && expected != t.version
+                {
+                    return Err(Error::StaleVersion {
+                        id: id.to_string(),
+                        expected,
+                        actual: t.version,
+                    });
+                }
+                let department_before = t.department.clone();
+                let mut changed = patch.apply(t, &rules, at)?;
+                if let Some(link) = link
+                    && t.customer.id() != link.id()
+                {
+                    t.customer = link;
+                    ticket::refresh_derived(t, &rules);
+                    changed.insert(0, "customer_id".to_owned());
+                }
+                if changed.is_empty() {
+                    return Ok(Mutation {
+                        events: vec![],
+                        value: (),
+                    });
+                }
+                ticket::touch(t, at);
+                let mut events = vec![update_event(t, actor.clone(), changed)];
+                let held_by_agent = matches!(
+                    t.state,
+                    TicketState::Assigned
+                        | TicketState::InProgress
+                        | TicketState::PendingCustomer
+                        | TicketState::OnHold
+                );
+                if t.department != department_before && held_by_agent {
+                    // Another department owns it now: back to the queue, as one change.
+                    t.version -= 1;
+                    let ctx = MoveContext {
+                        note: "department_changed".into(),
+                        ..Default::default()
+                    };
+                    events.extend(ticket::apply_move(
+                        t,
+                        Move::Requeue,
+                        ctx,
+                        &actor,
+                        &rules,
+                        at,
+                    )?);
+                }
+                Ok(Mutation { events, value: () })
+            })
+            .await
+            .map_err(about(id))?;
+        Ok(ticket)
+    }
+
+    /// Merges `source` into `survivor`.
+    pub async fn merge(
+        &self,
+        source: TicketId,
+        survivor: TicketId,
+        note: String,
+        versions: (Option<i64>, Option<i64>),
+        actor: Actor,
+    ) -> Result<(Ticket, Ticket)> {
+        let rules = self.rules.clone();
+        let at = now();
+        let (merged, kept, ()) = self
+            .store
+            .mutate_pair(source, survivor, at, |s, v, writes| {
+                check_version(s, versions.0)?;
+                check_version(v, versions.1)?;
+                if v.state.is_terminal() {
+                    return Err(Error::FailedPrecondition {
+                        reason: "SURVIVOR_FINISHED",
+                        subject: format!("tickets/{}", v.id),
+                        message: format!(
+                            "ticket {} is {} and cannot absorb another",
+                            v.number, v.state
+                        ),
+                    });
+                }
+                let ctx = MoveContext {
+                    note: note.clone(),
+                    ..Default::default()
+                };
+                let mut source_events = ticket::apply_move(s, Move::Merge, ctx, &actor, &rules, at)
+                    .map_err(|e| about(s.id)(e.into()))?;
+                s.merged_into = Some(v.id);
+                for e in &mut source_events {
+                    e.related_ticket_id = Some(v.id.0);
+                }
+                writes.links.push((LinkKind::MergedFrom, v.id, s.id));
+                ticket::touch(v, at);
+                let mut absorbed = NewEvent::on(v, EventKind::Merged, actor.clone(), "absorbed");
+                absorbed.related_ticket_id = Some(s.id.0);
+                Ok((source_events, vec![absorbed], ()))
+            })
+            .await?;
+        Ok((merged, kept))
+    }
+
+    /// Links `a` to `b` as `kind` (and `b` to `a` as its inverse).
+    pub async fn link(
+        &self,
+        a: TicketId,
+        b: TicketId,
+        kind: LinkKind,
+        expected_version: Option<i64>,
+        actor: Actor,
+    ) -> Result<Ticket> {
+        match self.store.link_between(a, b).await? {
+            Some(existing) if existing == kind => return self.store.get(a).await,
+            Some(existing) => {
+                return Err(Error::FailedPrecondition {
+                    reason: "ALREADY_LINKED",
+                    subject: format!("tickets/{a}"),
+                    message: format!("the tickets are already linked as {}", existing.as_str()),
+                });
+            }
+            None => {}
+        }
+        let at = now();
+        let (ticket, _, ()) = self
+            .store
+            .mutate_pair(a, b, at, |x, y, writes| {
+                check_version(x, expected_version)?;
+                writes.links.push((kind, x.id, y.id));
+                Ok((
+                    vec![linked(x, y.id, &actor, at, EventKind::Linked)],
+                    vec![linked(y, x.id, &actor, at, EventKind::Linked)],
+                    (),
+                ))
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    /// Removes the link between `a` and `b`.
+    pub async fn unlink(
+        &self,
+        a: TicketId,
+        b: TicketId,
+        expected_version: Option<i64>,
+        actor: Actor,
+    ) -> Result<Ticket> {
+        let forward = self.store.link_between(a, b).await?;
+        let backward = self.store.link_between(b, a).await?;
+        if forward.is_none() && backward.is_none() {
+            return Err(Error::NotFound {
+                what: "link",
+                id: format!("{a} - {b}"),
+            });
+        }
+        if forward == Some(LinkKind::MergedFrom) || backward == Some(LinkKind::MergedFrom) {
+            return Err(Error::FailedPrecondition {
+                reason: "MERGE_LINK",
+                subject: format!("tickets/{a}"),
+                message: "the link records a merge and cannot be removed".into(),
+            });
+        }
+        let at = now();
+        let (ticket, _, ()) = self
+            .store
+            .mutate_pair(a, b, at, |x, y, writes| {
+                check_version(x, expected_version)?;
+                writes.unlinks.push((x.id, y.id));
+                Ok((
+                    vec![linked(x, y.id, &actor, at, EventKind::Unlinked)],
+                    vec![linked(y, x.id, &actor, at, EventKind::Unlinked)],
+                    (),
+                ))
+            })
+            .await?;
+        Ok(ticket)
+    }
+}
+
+fn check_version(t: &Ticket, expected: Option<i64>) -> Result<()> {
+    match expected {
+        Some(v) if v != t.version => Err(Error::StaleVersion {
+            id: t.id.to_string(),
+            expected: v,
+            actual: t.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn linked(
+    t: &mut Ticket,
+    other: TicketId,
+    actor: &Actor,
+    at: OffsetDateTime,
+    kind: EventKind,
+) -> NewEvent {
+    ticket::touch(t, at);
+    let mut event = NewEvent::on(t, kind, actor.clone(), kind.as_str());
+    event.related_ticket_id = Some(other.0);
+    event
 }

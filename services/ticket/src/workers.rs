@@ -3,7 +3,8 @@
 //! - the SLA monitor: tickets whose clock is due a change (an indexed range scan on
 //!   `sla_next_check_at`) are escalated or marked at risk, each outcome once;
 //! - the timeline relay: each ticket's intake and follow-up reach the customer's profile, at
-//!   least once, through idempotency keys derived from the events.
+//!   least once, through idempotency keys derived from the events;
+//! - pruning: event snapshots older than the retention period are cleared (history stays).
 //!
 //! Each ticket change takes the ticket's row lock, so replicas racing on one ticket serialise;
 //! the timeline relay holds its cursor row locked while it delivers, so one replica delivers.
@@ -26,11 +27,25 @@ use crate::store::Mutation;
 const BATCH: i64 = 200;
 
 /// Starts the background loops; abort the handles to stop them.
-pub fn spawn(tickets: Tickets, every: Duration) -> Vec<JoinHandle<()>> {
+pub fn spawn(tickets: Tickets, every: Duration, retention: Duration) -> Vec<JoinHandle<()>> {
     let reconcile = tickets.clone();
     let monitor = tickets.clone();
+    let prune = tickets.clone();
     let relay = tickets;
     vec![
+        tokio::spawn(repeat(
+            "prune event snapshots",
+            every.max(Duration::from_secs(60)),
+            move || {
+                let t = prune.clone();
+                async move {
+                    let cutoff = OffsetDateTime::now_utc()
+                        - time::Duration::try_from(retention).unwrap_or(time::Duration::WEEK);
+                    let pruned = t.store().prune_snapshots(cutoff, BATCH).await?;
+                    Ok(pruned as usize)
+                }
+            },
+        )),
         tokio::spawn(repeat("reconcile customers", every, move || {
             let t = reconcile.clone();
             async move { reconcile_customers(&t).await }

@@ -7,6 +7,7 @@
 //! - [`ticket`]: the ticket aggregate: intake, and what each move does to a ticket.
 
 pub mod catalog;
+pub mod patch;
 pub mod priority;
 pub mod sla;
 pub mod state;

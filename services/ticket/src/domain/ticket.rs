@@ -51,14 +51,13 @@ impl TicketNumber {
         TicketNumber(format!("{n:08}"))
     }
 
-    /// Reads "T-4821-7730", "48217730", "4821 7730" (case and separators ignored).
+    /// Reads "T-4821-7730", "48217730", "T 4821 7730" (case, dashes and spaces ignored).
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let trimmed = raw.trim();
-        let rest = trimmed
-            .strip_prefix("T-")
-            .or_else(|| trimmed.strip_prefix("t-"))
-            .unwrap_or(trimmed);
-        let digits: String = rest.chars().filter(|c| !matches!(c, '-' | ' ')).collect();
+        let compact: String = raw.chars().filter(|c| !matches!(c, '-' | ' ')).collect();
+        let digits = compact
+            .strip_prefix(['T', 't'])
+            .unwrap_or(&compact)
+            .to_owned();
         if digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()) {
             Ok(TicketNumber(digits))
         } else {
@@ -1094,7 +1093,8 @@ mod tests {
         assert_eq!(n.digits(), "48217730");
         assert_eq!(n.to_string(), "T-4821-7730");
         assert_eq!(TicketNumber::parse("4821 7730"), Ok(n.clone()));
-        assert_eq!(TicketNumber::parse(" t-48217730 "), Ok(n));
+        assert_eq!(TicketNumber::parse(" t-48217730 "), Ok(n.clone()));
+        assert_eq!(TicketNumber::parse("T 4821 7730"), Ok(n));
         assert!(TicketNumber::parse("T-4821-773").is_err());
         assert!(TicketNumber::parse("T-4821-77x0").is_err());
         assert_eq!(TicketNumber::random().digits().len(), 8);

@@ -6,9 +6,16 @@ pub mod pg;
 
 use std::sync::Arc;
 
+use tierline_types::Tier;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::sla::SlaStatus;
+use crate::domain::state::TicketState;
+
 use crate::domain::ticket::{NewEvent, Ticket};
 
-pub use pg::{MIGRATOR, PgStore};
+pub use pg::{MIGRATOR, PairWrites, PgStore};
 
 /// Encodes a ticket as the snapshot stored with each event (the wire form, so streams send it
 /// as is). Given by the API layer, which owns the wire format.
@@ -30,4 +37,44 @@ pub struct Mutation<T> {
     pub events: Vec<NewEvent>,
     /// What the caller gets back.
     pub value: T,
+}
+
+/// Order of ListTickets results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TicketOrder {
+    /// Oldest first, by creation then id (the default).
+    #[default]
+    CreatedAsc,
+    /// Newest first, by creation then id.
+    CreatedDesc,
+}
+
+/// What ListTickets asks for. Filters combine with AND, values within one list with OR; an
+/// empty list or `None` matches everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketFilter {
+    /// States.
+    pub states: Vec<TicketState>,
+    /// Tiers from the customer snapshot (a ticket with an unresolved customer has none).
+    pub tiers: Vec<Tier>,
+    /// Departments.
+    pub departments: Vec<String>,
+    /// Category ids.
+    pub categories: Vec<String>,
+    /// Only tickets assigned to this agent.
+    pub assigned_agent_id: Option<String>,
+    /// Only tickets of this customer.
+    pub customer_id: Option<Uuid>,
+    /// SLA statuses (the stored status).
+    pub sla_statuses: Vec<SlaStatus>,
+    /// Created at or after.
+    pub created_from: Option<OffsetDateTime>,
+    /// Created before.
+    pub created_before: Option<OffsetDateTime>,
+    /// Key accounts only (`true`) or others only (`false`).
+    pub key_account: Option<bool>,
+    /// Result order.
+    pub order: TicketOrder,
+    /// Page size, 1-500.
+    pub page_size: u32,
 }

@@ -13,7 +13,16 @@ use tierline_types::{Channel, Tier};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Created, Mutation, Snapshotter};
+use super::{Created, Mutation, Snapshotter, TicketFilter, TicketOrder};
+
+/// Link rows a pair mutation writes along with the two tickets.
+#[derive(Debug, Default)]
+pub struct PairWrites {
+    /// Links to add: (kind from the first to the second, first, second); the inverse is added too.
+    pub links: Vec<(LinkKind, TicketId, TicketId)>,
+    /// Pairs to unlink, both ways.
+    pub unlinks: Vec<(TicketId, TicketId)>,
+}
 use crate::domain::catalog::TicketType;
 use crate::domain::sla::{HoldReason, Severity, SlaClock, SlaStatus};
 use crate::domain::state::{CancelReason, TicketState};
@@ -457,6 +466,33 @@ impl PgStore {
         links_of(&self.pool, id).await
     }
 
+    /// The links of many tickets in one query.
+    pub async fn links_of_many(
+        &self,
+        ids: &[TicketId],
+    ) -> Result<std::collections::HashMap<TicketId, Vec<Link>>> {
+        let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let rows: Vec<(Uuid, Uuid, String, String, OffsetDateTime)> = sqlx::query_as(
+            "SELECT l.ticket_id, l.linked_ticket_id, t.number, l.kind, l.created_at FROM ticket_links l \
+             JOIN tickets t ON t.id = l.linked_ticket_id WHERE l.ticket_id = ANY($1) \
+             ORDER BY l.created_at, l.linked_ticket_id",
+        )
+        .bind(&raw)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut map: std::collections::HashMap<TicketId, Vec<Link>> =
+            std::collections::HashMap::new();
+        for (owner, other, number, kind, at) in rows {
+            map.entry(TicketId(owner)).or_default().push(Link {
+                linked_ticket_id: TicketId(other),
+                linked_number: TicketNumber::from_stored(number),
+                kind: LinkKind::from_db(&kind).ok_or_else(|| corrupt("link kind", &kind))?,
+                created_at: at,
+            });
+        }
+        Ok(map)
+    }
+
     /// Changes a ticket under its row lock: `change` gets the loaded ticket and decides the
     /// events; no events means nothing changed and nothing is written.
     pub async fn mutate<T>(
@@ -487,6 +523,153 @@ impl PgStore {
         append_events(&mut tx, &ticket, &events, &snapshot, now).await?;
         tx.commit().await?;
         Ok((ticket, value))
+    }
+
+    /// A page of tickets matching `filter`, in its order, after the (created_at, id) cursor.
+    pub async fn list(
+        &self,
+        filter: &TicketFilter,
+        after: Option<(OffsetDateTime, Uuid)>,
+    ) -> Result<Vec<Ticket>> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT ");
+        q.push(TICKET_COLUMNS).push(" FROM tickets WHERE TRUE");
+        let strs = |v: Vec<&'static str>| v.into_iter().map(str::to_owned).collect::<Vec<String>>();
+        if !filter.states.is_empty() {
+            q.push(" AND state = ANY(")
+                .push_bind(strs(filter.states.iter().map(|s| s.as_str()).collect()))
+                .push(")");
+        }
+        if !filter.tiers.is_empty() {
+            q.push(" AND snapshot_tier = ANY(")
+                .push_bind(strs(filter.tiers.iter().map(|t| t.as_str()).collect()))
+                .push(")");
+        }
+        if !filter.departments.is_empty() {
+            q.push(" AND department = ANY(")
+                .push_bind(filter.departments.clone())
+                .push(")");
+        }
+        if !filter.categories.is_empty() {
+            q.push(" AND category = ANY(")
+                .push_bind(filter.categories.clone())
+                .push(")");
+        }
+        if let Some(agent) = &filter.assigned_agent_id {
+            q.push(" AND assigned_agent_id = ").push_bind(agent.clone());
+        }
+        if let Some(customer) = filter.customer_id {
+            q.push(" AND customer_id = ").push_bind(customer);
+        }
+        if !filter.sla_statuses.is_empty() {
+            q.push(" AND sla_status = ANY(")
+                .push_bind(strs(
+                    filter
+                        .sla_statuses
+                        .iter()
+                        .map(|s| sla_status_str(*s))
+                        .collect(),
+                ))
+                .push(")");
+        }
+        if let Some(from) = filter.created_from {
+            q.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(before) = filter.created_before {
+            q.push(" AND created_at < ").push_bind(before);
+        }
+        if let Some(key_account) = filter.key_account {
+            q.push(" AND snapshot_key_account = ")
+                .push_bind(key_account);
+        }
+        let (cmp, dir) = match filter.order {
+            TicketOrder::CreatedAsc => (">", "ASC"),
+            TicketOrder::CreatedDesc => ("<", "DESC"),
+        };
+        if let Some((at, id)) = after {
+            q.push(" AND (created_at, id) ")
+                .push(cmp)
+                .push(" (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY created_at ")
+            .push(dir)
+            .push(", id ")
+            .push(dir)
+            .push(" LIMIT ")
+            .push_bind(i64::from(filter.page_size) + 1);
+        let rows: Vec<TicketRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(TicketRow::into_domain).collect()
+    }
+
+    /// Changes two tickets under both row locks (taken in id order, so opposite pairs cannot
+    /// deadlock): merges and links.
+    pub async fn mutate_pair<T>(
+        &self,
+        first: TicketId,
+        second: TicketId,
+        now: OffsetDateTime,
+        change: impl FnOnce(
+            &mut Ticket,
+            &mut Ticket,
+            &mut PairWrites,
+        ) -> Result<(Vec<NewEvent>, Vec<NewEvent>, T)>,
+    ) -> Result<(Ticket, Ticket, T)> {
+        let mut tx = self.pool.begin().await?;
+        let (mut a, mut b) = if first.0 <= second.0 {
+            let a = fetch_for_update(&mut tx, first).await?;
+            let b = fetch_for_update(&mut tx, second).await?;
+            (a, b)
+        } else {
+            let b = fetch_for_update(&mut tx, second).await?;
+            let a = fetch_for_update(&mut tx, first).await?;
+            (a, b)
+        };
+        let mut writes = PairWrites::default();
+        let (events_a, events_b, value) = change(&mut a, &mut b, &mut writes)?;
+        for (kind, x, y) in writes.links {
+            link_pair(&mut tx, x, y, kind, now).await?;
+        }
+        for (x, y) in writes.unlinks {
+            let removed = sqlx::query(
+                "DELETE FROM ticket_links WHERE (ticket_id = $1 AND linked_ticket_id = $2) \
+                   OR (ticket_id = $2 AND linked_ticket_id = $1)",
+            )
+            .bind(x.0)
+            .bind(y.0)
+            .execute(&mut *tx)
+            .await?;
+            if removed.rows_affected() == 0 {
+                return Err(Error::NotFound {
+                    what: "link",
+                    id: format!("{x} - {y}"),
+                });
+            }
+        }
+        for (ticket, events) in [(&a, &events_a), (&b, &events_b)] {
+            if !events.is_empty() {
+                save(&mut tx, ticket, now).await?;
+                let snapshot = (self.snapshot)(ticket);
+                append_events(&mut tx, ticket, events, &snapshot, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok((a, b, value))
+    }
+
+    /// The existing link from `a` to `b`, if any.
+    pub async fn link_between(&self, a: TicketId, b: TicketId) -> Result<Option<LinkKind>> {
+        let kind: Option<String> = sqlx::query_scalar(
+            "SELECT kind FROM ticket_links WHERE ticket_id = $1 AND linked_ticket_id = $2",
+        )
+        .bind(a.0)
+        .bind(b.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        kind.map(|k| LinkKind::from_db(&k).ok_or_else(|| corrupt("link kind", &k)))
+            .transpose()
     }
 
     /// Sets when the SLA monitor looks at a ticket next, unless the ticket changed meanwhile.
@@ -529,6 +712,31 @@ impl PgStore {
                 r.into_domain().map(|e| (e, snapshot))
             })
             .collect()
+    }
+
+    /// The lowest sequence a stream may still start from (its snapshot is retained), if any.
+    pub async fn oldest_retained_sequence(&self) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT min(sequence) FROM ticket_events WHERE snapshot IS NOT NULL",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+
+    /// Clears the snapshots of events older than `before` (history stays); returns how many.
+    pub async fn prune_snapshots(&self, before: OffsetDateTime, limit: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE ticket_events SET snapshot = NULL WHERE sequence IN ( \
+               SELECT sequence FROM ticket_events WHERE snapshot IS NOT NULL AND event_at < $1 \
+               ORDER BY event_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// The highest sequence written so far (0 if none).
@@ -785,6 +993,20 @@ async fn link_pair(
     kind: LinkKind,
     now: OffsetDateTime,
 ) -> Result<()> {
+    if kind == LinkKind::MergedFrom {
+        // Only the survivor shows the link; the source names it in merged_into.
+        sqlx::query(
+            "INSERT INTO ticket_links (ticket_id, linked_ticket_id, kind, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(a.0)
+        .bind(b.0)
+        .bind(kind.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO ticket_links (ticket_id, linked_ticket_id, kind, created_at) \
          VALUES ($1, $2, $3, $5), ($2, $1, $4, $5) ON CONFLICT DO NOTHING",
