@@ -55,11 +55,14 @@ CREATE TABLE tickets (
     -- The SLA clock (see domain/sla.rs), stored so the breach monitor needs no recomputation.
     sla                     jsonb NOT NULL,
     sla_status              text NOT NULL,
-    -- Next instant the SLA status can change by itself; the breach monitor's index.
-    sla_next_check_at       timestamptz,
+    -- Next instant something happens to the ticket by itself (an SLA status change, the
+    -- follow-up falling due, an automatic close); the timer worker's index.
+    timer_at                timestamptz,
 
     follow_up               jsonb,
     follow_up_due_at        timestamptz,
+    follow_up_due_raised    boolean NOT NULL DEFAULT false,
+    auto_close_at           timestamptz,
 
     version                 bigint NOT NULL DEFAULT 1,
     created_at              timestamptz NOT NULL,
@@ -79,12 +82,10 @@ CREATE INDEX tickets_category_idx ON tickets (category, created_at, id);
 CREATE INDEX tickets_tier_idx ON tickets (snapshot_tier, created_at, id);
 CREATE INDEX tickets_sla_status_idx ON tickets (sla_status, created_at, id)
     WHERE sla_status IN ('at_risk', 'breached', 'paused');
--- The breach monitor: tickets whose SLA status is due to change, by an index range scan.
-CREATE INDEX tickets_sla_check_idx ON tickets (sla_next_check_at) WHERE sla_next_check_at IS NOT NULL;
+-- The timer worker: tickets due for a change by themselves, by an index range scan.
+CREATE INDEX tickets_timer_idx ON tickets (timer_at) WHERE timer_at IS NOT NULL;
 -- Intake accepted while the customer service was down, waiting to be reconciled.
 CREATE INDEX tickets_pending_customer_idx ON tickets (created_at) WHERE customer_resolution = 'pending';
--- Follow-ups due.
-CREATE INDEX tickets_follow_up_idx ON tickets (follow_up_due_at) WHERE follow_up_due_at IS NOT NULL;
 
 CREATE TABLE ticket_comments (
     id              uuid PRIMARY KEY,

@@ -1,7 +1,8 @@
 //! Background work, safe to run in every replica at once:
 //! - reconciliation: tickets taken while the customer service was down get their customer;
-//! - the SLA monitor: tickets whose clock is due a change (an indexed range scan on
-//!   `sla_next_check_at`) are escalated or marked at risk, each outcome once;
+//! - the timer: tickets due a change by themselves (an indexed range scan on `timer_at`) are
+//!   escalated or marked at risk by the SLA clock (each outcome recorded once), raise
+//!   FOLLOW_UP_DUE, or close when resolved and unanswered;
 //! - the timeline relay: each ticket's intake and follow-up reach the customer's profile, at
 //!   least once, through idempotency keys derived from the events;
 //! - pruning: event snapshots older than the retention period are cleared (history stays).
@@ -51,11 +52,11 @@ pub fn spawn(tickets: Tickets, every: Duration, retention: Duration) -> Vec<Join
             async move { reconcile_customers(&t).await }
         })),
         tokio::spawn(repeat(
-            "sla monitor",
+            "timers",
             every.min(Duration::from_secs(1)),
             move || {
                 let t = monitor.clone();
-                async move { check_slas(&t, OffsetDateTime::now_utc()).await }
+                async move { run_timers(&t, OffsetDateTime::now_utc()).await }
             },
         )),
         tokio::spawn(repeat(
@@ -136,10 +137,10 @@ pub async fn reconcile_customers(tickets: &Tickets) -> Result<usize> {
     Ok(ids.len())
 }
 
-/// Applies the SLA clock to tickets whose status is due to change by `now`.
-pub async fn check_slas(tickets: &Tickets, now: OffsetDateTime) -> Result<usize> {
+/// Runs the timers of tickets due by `now` (SLA, follow-up due, automatic close).
+pub async fn run_timers(tickets: &Tickets, now: OffsetDateTime) -> Result<usize> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tickets WHERE sla_next_check_at <= $1 ORDER BY sla_next_check_at LIMIT $2",
+        "SELECT id FROM tickets WHERE timer_at <= $1 ORDER BY timer_at LIMIT $2",
     )
     .bind(now)
     .bind(BATCH)
@@ -150,7 +151,7 @@ pub async fn check_slas(tickets: &Tickets, now: OffsetDateTime) -> Result<usize>
         let (t, changed) = tickets
             .store()
             .mutate(TicketId(*id), None, now, |t| {
-                let events = ticket::check_sla(t, &rules, now);
+                let events = ticket::on_timer(t, &rules, now)?;
                 let changed = !events.is_empty();
                 Ok(Mutation {
                     events,
@@ -163,12 +164,12 @@ pub async fn check_slas(tickets: &Tickets, now: OffsetDateTime) -> Result<usize>
             // something can, or the ticket would be picked up on every pass.
             tickets
                 .store()
-                .reschedule_sla_check(
+                .reschedule_timer(
                     t.id,
                     t.version,
                     // Never in the past: a clock that keeps asking for now is looked at once a
                     // minute rather than in a busy loop.
-                    ticket::next_sla_check(&t, now).map(|at| at.max(now + time::Duration::MINUTE)),
+                    ticket::next_timer(&t, now).map(|at| at.max(now + time::Duration::MINUTE)),
                 )
                 .await?;
         }

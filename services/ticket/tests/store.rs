@@ -283,3 +283,66 @@ async fn unknown_tickets_are_not_found(pool: PgPool) {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[sqlx::test(migrator = "tierline_ticket::store::MIGRATOR")]
+async fn the_timer_escalates_a_missed_first_response_once_and_records_the_outcome_once(
+    pool: PgPool,
+) {
+    let rules = Arc::new(rules());
+    let store = PgStore::new(
+        pool.clone(),
+        Arc::new(|t: &Ticket| t.version.to_be_bytes().to_vec()),
+    );
+    // The customer service is never called by the timer; a lazy client to nowhere suffices.
+    let customers =
+        tierline_ticket::customers::Customers::new(&tierline_ticket::config::PeerConfig::default())
+            .expect("client");
+    let tickets = tierline_ticket::service::Tickets::new(store.clone(), rules.clone(), customers);
+    let mut email = intake("mail-1");
+    email.channel = Channel::Email;
+    let opened = ticket::open(email, customer(), &rules, OffsetDateTime::now_utc()).expect("open");
+    let before = opened.priority;
+    let id = store
+        .create(opened, b"r", None, Actor::system())
+        .await
+        .expect("create")
+        .ticket
+        .id;
+
+    // Nothing is due now.
+    tierline_ticket::workers::run_timers(&tickets, OffsetDateTime::now_utc())
+        .await
+        .expect("timers");
+    assert_eq!(store.get(id).await.expect("get").priority, before);
+
+    // A week later the first response is long overdue: escalated once.
+    let later = OffsetDateTime::now_utc() + time::Duration::days(7);
+    for _ in 0..3 {
+        tierline_ticket::workers::run_timers(&tickets, later)
+            .await
+            .expect("timers");
+    }
+    let t = store.get(id).await.expect("get");
+    assert!(
+        t.priority >= before + 100,
+        "escalated: {} -> {}",
+        before,
+        t.priority
+    );
+    let breaches: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ticket_events WHERE ticket_id = $1 AND kind = 'sla_breached' \
+         AND reason = 'sla_first_response_breached'",
+    )
+    .bind(id.0)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(breaches, 1, "one escalation per missed target");
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("SELECT target, outcome FROM ticket_sla_outcomes WHERE ticket_id = $1")
+            .bind(id.0)
+            .fetch_all(&pool)
+            .await
+            .expect("outcomes");
+    assert!(outcomes.contains(&("first_response".into(), "breached".into())));
+}

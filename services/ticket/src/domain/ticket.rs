@@ -353,6 +353,10 @@ pub struct Ticket {
     pub sla_status: SlaStatus,
     /// When the follow-up is due.
     pub follow_up_due_at: Option<OffsetDateTime>,
+    /// FOLLOW_UP_DUE was raised for the current due time.
+    pub follow_up_due_raised: bool,
+    /// When a RESOLVED ticket closes by itself if the customer does not reply.
+    pub auto_close_at: Option<OffsetDateTime>,
     /// The follow-up, once recorded.
     pub follow_up: Option<RecordedFollowUp>,
     /// Optimistic-concurrency version.
@@ -620,6 +624,8 @@ pub fn open(
         sla_status: sla.status(now),
         sla,
         follow_up_due_at: None,
+        follow_up_due_raised: false,
+        auto_close_at: None,
         follow_up: None,
         version: 1,
         created_at: now,
@@ -733,6 +739,13 @@ pub fn apply_move(
     if change.sets_resolve_time {
         ticket.resolved_at = Some(now);
         ticket.follow_up_due_at = follow_up_due(ticket, rules, now)?;
+        ticket.follow_up_due_raised = false;
+        let delay = policy_of(ticket, rules)?.auto_close_delay;
+        ticket.auto_close_at = (!delay.is_zero())
+            .then(|| now + time::Duration::try_from(delay).unwrap_or(time::Duration::WEEK));
+    }
+    if change.to != TicketState::Resolved {
+        ticket.auto_close_at = None;
     }
     if change.reopens {
         ticket.follow_up_due_at = None;
@@ -859,6 +872,63 @@ pub fn next_sla_check(ticket: &Ticket, now: OffsetDateTime) -> Option<OffsetDate
     } else {
         ticket.sla.next_check(now)
     }
+}
+
+/// The next instant something happens to the ticket by itself: an SLA status change, the
+/// follow-up falling due, an automatic close. The timer worker finds tickets by it.
+pub fn next_timer(ticket: &Ticket, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    let follow_up = ticket
+        .follow_up_due_at
+        .filter(|_| !ticket.follow_up_due_raised && ticket.follow_up.is_none());
+    [next_sla_check(ticket, now), follow_up, ticket.auto_close_at]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// What the timer worker does when a ticket's time has come: the SLA clock (see [`check_sla`]),
+/// FOLLOW_UP_DUE once when the follow-up falls due, and the automatic close of a resolved
+/// ticket the customer did not answer.
+pub fn on_timer(
+    ticket: &mut Ticket,
+    rules: &Rules,
+    now: OffsetDateTime,
+) -> Result<Vec<NewEvent>, RuleError> {
+    let mut events = check_sla(ticket, rules, now);
+    if ticket.follow_up.is_none()
+        && !ticket.follow_up_due_raised
+        && ticket.follow_up_due_at.is_some_and(|due| due <= now)
+    {
+        ticket.follow_up_due_raised = true;
+        if events.is_empty() {
+            touch(ticket, now);
+        }
+        events.push(NewEvent::on(
+            ticket,
+            EventKind::FollowUpDue,
+            Actor::system(),
+            "follow_up_due",
+        ));
+    }
+    if ticket.state == TicketState::Resolved && ticket.auto_close_at.is_some_and(|at| at <= now) {
+        if !events.is_empty() {
+            // One change: apply_move raises the version once more.
+            ticket.version -= 1;
+        }
+        let ctx = MoveContext {
+            note: "auto_closed".into(),
+            ..Default::default()
+        };
+        events.extend(apply_move(
+            ticket,
+            Move::Close,
+            ctx,
+            &Actor::system(),
+            rules,
+            now,
+        )?);
+    }
+    Ok(events)
 }
 
 /// What the breach monitor does to a ticket whose check time has come: records breaches
@@ -1406,5 +1476,31 @@ mod tests {
                 .expect("noop")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_resolved_ticket_raises_its_follow_up_once_and_closes_by_itself() {
+        let r = rules();
+        let mut t = resolved_ticket(&r);
+        let due = t.follow_up_due_at.expect("follow-up scheduled");
+        let close_at = t.auto_close_at.expect("auto-close scheduled");
+        assert!(due < close_at);
+        assert_eq!(next_timer(&t, monday_morning()), Some(due));
+
+        let events = on_timer(&mut t, &r, due).expect("timer");
+        assert!(events.iter().any(|e| e.kind == EventKind::FollowUpDue));
+        assert!(
+            on_timer(&mut t, &r, due)
+                .expect("again")
+                .iter()
+                .all(|e| e.kind != EventKind::FollowUpDue)
+        );
+        assert_eq!(next_timer(&t, due), Some(close_at));
+
+        let events = on_timer(&mut t, &r, close_at).expect("close");
+        assert!(events.iter().any(|e| e.to == TicketState::Closed));
+        assert_eq!(t.state, TicketState::Closed);
+        assert_eq!(t.state_reason, "auto_closed");
+        assert_eq!(next_timer(&t, close_at), None);
     }
 }

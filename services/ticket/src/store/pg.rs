@@ -81,8 +81,8 @@ const TICKET_COLUMNS: &str = "id, number, idempotency_key, customer_id, customer
     desired_outcome, compensation, root_cause, triage_label, resolution_summary, tags, attributes, \
     required_skills, own_skills, state, state_reason, hold_reason, cancel_reason, assigned_agent_id, \
     handler_agent_ids, enqueue_at, pickup_due_at, preferred_agent_id, reservation_id, merged_into, \
-    sla, sla_status, follow_up, follow_up_due_at, version, created_at, updated_at, resolved_at, \
-    closed_at";
+    sla, sla_status, follow_up, follow_up_due_at, follow_up_due_raised, auto_close_at, version, \
+    created_at, updated_at, resolved_at, closed_at";
 
 #[derive(FromRow)]
 struct TicketRow {
@@ -134,6 +134,8 @@ struct TicketRow {
     sla_status: String,
     follow_up: Option<Json<RecordedFollowUp>>,
     follow_up_due_at: Option<OffsetDateTime>,
+    follow_up_due_raised: bool,
+    auto_close_at: Option<OffsetDateTime>,
     version: i64,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
@@ -227,6 +229,8 @@ impl TicketRow {
             sla: self.sla.0,
             sla_status: sla_status_from(&self.sla_status)?,
             follow_up_due_at: self.follow_up_due_at,
+            follow_up_due_raised: self.follow_up_due_raised,
+            auto_close_at: self.auto_close_at,
             follow_up: self.follow_up.map(|j| j.0),
             version: self.version,
             created_at: self.created_at,
@@ -248,7 +252,7 @@ fn bind_mutable<'q>(
         CustomerLink::Resolved { snapshot, .. } => ("resolved", Some(snapshot)),
         CustomerLink::Pending { .. } => ("pending", None),
     };
-    let next_check = crate::domain::ticket::next_sla_check(t, now);
+    let timer = crate::domain::ticket::next_timer(t, now);
     q.bind(t.customer.id())
         .bind(resolution)
         .bind(snapshot.map(|s| s.tier.as_str()))
@@ -287,9 +291,11 @@ fn bind_mutable<'q>(
         .bind(t.merged_into.map(|m| m.0))
         .bind(Json(&t.sla))
         .bind(sla_status_str(t.sla_status))
-        .bind(next_check)
+        .bind(timer)
         .bind(t.follow_up.as_ref().map(Json))
         .bind(t.follow_up_due_at)
+        .bind(t.follow_up_due_raised)
+        .bind(t.auto_close_at)
         .bind(t.version)
         .bind(t.updated_at)
         .bind(t.resolved_at)
@@ -672,14 +678,14 @@ impl PgStore {
             .transpose()
     }
 
-    /// Sets when the SLA monitor looks at a ticket next, unless the ticket changed meanwhile.
-    pub async fn reschedule_sla_check(
+    /// Sets when the timer worker looks at a ticket next, unless the ticket changed meanwhile.
+    pub async fn reschedule_timer(
         &self,
         id: TicketId,
         version: i64,
         at: Option<OffsetDateTime>,
     ) -> Result<()> {
-        sqlx::query("UPDATE tickets SET sla_next_check_at = $3 WHERE id = $1 AND version = $2")
+        sqlx::query("UPDATE tickets SET timer_at = $3 WHERE id = $1 AND version = $2")
             .bind(id.0)
             .bind(version)
             .bind(at)
@@ -902,11 +908,13 @@ async fn insert_ticket(
            desired_outcome, compensation, root_cause, triage_label, resolution_summary, tags, \
            attributes, required_skills, own_skills, state, state_reason, hold_reason, cancel_reason, \
            assigned_agent_id, handler_agent_ids, enqueue_at, pickup_due_at, preferred_agent_id, \
-           reservation_id, merged_into, sla, sla_status, sla_next_check_at, follow_up, \
-           follow_up_due_at, version, updated_at, resolved_at, closed_at) \
+           reservation_id, merged_into, sla, sla_status, timer_at, follow_up, \
+           follow_up_due_at, follow_up_due_raised, auto_close_at, version, updated_at, resolved_at, \
+           closed_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
            $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, \
-           $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54) \
+           $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, \
+           $55, $56) \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(t.id.0)
@@ -933,8 +941,9 @@ async fn save(tx: &mut Transaction<'_, Postgres>, t: &Ticket, now: OffsetDateTim
            required_skills = $25, own_skills = $26, state = $27, state_reason = $28, \
            hold_reason = $29, cancel_reason = $30, assigned_agent_id = $31, handler_agent_ids = $32, \
            enqueue_at = $33, pickup_due_at = $34, preferred_agent_id = $35, reservation_id = $36, \
-           merged_into = $37, sla = $38, sla_status = $39, sla_next_check_at = $40, follow_up = $41, \
-           follow_up_due_at = $42, version = $43, updated_at = $44, resolved_at = $45, closed_at = $46 \
+           merged_into = $37, sla = $38, sla_status = $39, timer_at = $40, follow_up = $41, \
+           follow_up_due_at = $42, follow_up_due_raised = $43, auto_close_at = $44, version = $45, \
+           updated_at = $46, resolved_at = $47, closed_at = $48 \
          WHERE id = $1",
     )
     .bind(t.id.0);
