@@ -275,8 +275,8 @@ async fn a_complaint_is_taken_while_the_customer_service_is_down_and_reconciled_
     // Reserve the customer service's address but do not serve on it yet.
     let reserved = listener().await;
     let customer_addr = reserved.local_addr().expect("addr");
-    let ticket_service = start_ticket_service(pool, customer_addr).await;
-    let mut tickets = TicketServiceClient::new(channel(ticket_service.addr).await);
+    let first_instance = start_ticket_service(pool.clone(), customer_addr).await;
+    let mut tickets = TicketServiceClient::new(channel(first_instance.addr).await);
 
     let created = tickets
         .create_ticket(complaint("call-down-1", "+44 20 7946 0999"))
@@ -290,6 +290,11 @@ async fn a_complaint_is_taken_while_the_customer_service_is_down_and_reconciled_
         pb::CustomerResolution::Pending as i32
     );
     assert!(created.customer_id.is_empty());
+
+    // The ticket service restarts (its relays with it) before the customer service is back.
+    drop(first_instance);
+    let second_instance = start_ticket_service(pool, customer_addr).await;
+    let mut tickets = TicketServiceClient::new(channel(second_instance.addr).await);
 
     // The customer service comes back on the same address.
     let customer_service = start_customer_service(customer_database().await, reserved).await;
@@ -325,6 +330,43 @@ async fn a_complaint_is_taken_while_the_customer_service_is_down_and_reconciled_
             .iter()
             .any(|e| e.kind == pb::TicketEventKind::CustomerResolved as i32)
     );
+
+    // The call reaches the customer's timeline, once, although two relays and two events
+    // (CREATED, CUSTOMER_RESOLVED) could each have delivered it.
+    let customers = CustomerServiceClient::new(channel(customer_service.addr).await);
+    let customer_id = resolved.customer_id.clone();
+    eventually("the intake on the timeline", || {
+        let mut c = customers.clone();
+        let id = customer_id.clone();
+        async move {
+            let page = c
+                .list_interactions(ListInteractionsRequest {
+                    customer_id: id,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (!page.interactions.is_empty()).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let page = customers
+        .clone()
+        .list_interactions(ListInteractionsRequest {
+            customer_id: resolved.customer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("timeline")
+        .into_inner();
+    assert_eq!(
+        page.interactions.len(),
+        1,
+        "delivered at least once, recorded exactly once"
+    );
+    drop(second_instance);
     drop(customer_service);
 }
 
