@@ -6,12 +6,14 @@
 //!   slot and graceful shutdown.
 //! - [`error`]: the one mapping from domain errors to gRPC statuses with `google.rpc` details.
 //! - [`db`]: PostgreSQL pool and embedded migrations.
+//! - [`process`]: what every service binary does, so each `main` is one line.
 //! - [`wire`]: conversions between wire types (timestamps, page tokens) and domain types.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod process;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -67,3 +67,13 @@ impl Validate for Config {
         }
     }
 }
+
+impl tierline_runtime::process::ServiceConfig for Config {
+    fn server(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
