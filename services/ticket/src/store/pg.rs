@@ -243,63 +243,64 @@ impl TicketRow {
 
 /// The columns a ticket is written with, in `TICKET_COLUMNS` order after `number` and the
 /// intake-only ones; shared by insert and update so they cannot drift.
-fn bind_mutable<'q>(
-    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    t: &'q Ticket,
-    now: OffsetDateTime,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let (resolution, snapshot) = match &t.customer {
-        CustomerLink::Resolved { snapshot, .. } => ("resolved", Some(snapshot)),
-        CustomerLink::Pending { .. } => ("pending", None),
-    };
-    let timer = crate::domain::ticket::next_timer(t, now);
-    q.bind(t.customer.id())
-        .bind(resolution)
-        .bind(snapshot.map(|s| s.tier.as_str()))
-        .bind(snapshot.is_some_and(|s| s.key_account))
-        .bind(snapshot.and_then(|s| s.account_manager_id.as_deref()))
-        .bind(snapshot.map(|s| s.display_name.as_str()))
-        .bind(snapshot.map(|s| s.taken_at))
-        .bind(t.details.ticket_type.as_str())
-        .bind(&t.details.category)
-        .bind(&t.department)
-        .bind(t.details.severity.as_str())
-        .bind(t.priority)
-        .bind(&t.details.subject)
-        .bind(&t.details.description)
-        .bind(&t.details.language_code)
-        .bind(t.details.customer_emotion.map(|e| e.as_str()))
-        .bind(&t.details.desired_outcome)
-        .bind(t.details.compensation.as_ref().map(Json))
-        .bind(t.details.root_cause.as_deref())
-        .bind(t.details.triage_label.map(|l| l.as_str()))
-        .bind(&t.details.resolution_summary)
-        .bind(&t.details.tags)
-        .bind(Json(&t.details.attributes))
-        .bind(&t.required_skills)
-        .bind(&t.details.own_skills)
-        .bind(t.state.as_str())
-        .bind(&t.state_reason)
-        .bind(t.hold_reason.map(|r| r.as_str()))
-        .bind(t.cancel_reason.map(|r| r.as_str()))
-        .bind(t.assigned_agent_id.as_deref())
-        .bind(&t.handler_agent_ids)
-        .bind(t.routing.enqueue_at)
-        .bind(t.routing.pickup_due_at)
-        .bind(t.routing.preferred_agent_id.as_deref())
-        .bind(t.routing.reservation_id)
-        .bind(t.merged_into.map(|m| m.0))
-        .bind(Json(&t.sla))
-        .bind(sla_status_str(t.sla_status))
-        .bind(timer)
-        .bind(t.follow_up.as_ref().map(Json))
-        .bind(t.follow_up_due_at)
-        .bind(t.follow_up_due_raised)
-        .bind(t.auto_close_at)
-        .bind(t.version)
-        .bind(t.updated_at)
-        .bind(t.resolved_at)
-        .bind(t.closed_at)
+macro_rules! bind_mutable {
+    ($q:expr, $t:expr, $now:expr) => {{
+        let t: &Ticket = $t;
+        let now: OffsetDateTime = $now;
+
+        let (resolution, snapshot) = match &t.customer {
+            CustomerLink::Resolved { snapshot, .. } => ("resolved", Some(snapshot)),
+            CustomerLink::Pending { .. } => ("pending", None),
+        };
+        let timer = crate::domain::ticket::next_timer(t, now);
+        $q.bind(t.customer.id())
+            .bind(resolution)
+            .bind(snapshot.map(|s| s.tier.as_str()))
+            .bind(snapshot.is_some_and(|s| s.key_account))
+            .bind(snapshot.and_then(|s| s.account_manager_id.as_deref()))
+            .bind(snapshot.map(|s| s.display_name.as_str()))
+            .bind(snapshot.map(|s| s.taken_at))
+            .bind(t.details.ticket_type.as_str())
+            .bind(&t.details.category)
+            .bind(&t.department)
+            .bind(t.details.severity.as_str())
+            .bind(t.priority)
+            .bind(&t.details.subject)
+            .bind(&t.details.description)
+            .bind(&t.details.language_code)
+            .bind(t.details.customer_emotion.map(|e| e.as_str()))
+            .bind(&t.details.desired_outcome)
+            .bind(t.details.compensation.as_ref().map(Json))
+            .bind(t.details.root_cause.as_deref())
+            .bind(t.details.triage_label.map(|l| l.as_str()))
+            .bind(&t.details.resolution_summary)
+            .bind(&t.details.tags)
+            .bind(Json(&t.details.attributes))
+            .bind(&t.required_skills)
+            .bind(&t.details.own_skills)
+            .bind(t.state.as_str())
+            .bind(&t.state_reason)
+            .bind(t.hold_reason.map(|r| r.as_str()))
+            .bind(t.cancel_reason.map(|r| r.as_str()))
+            .bind(t.assigned_agent_id.as_deref())
+            .bind(&t.handler_agent_ids)
+            .bind(t.routing.enqueue_at)
+            .bind(t.routing.pickup_due_at)
+            .bind(t.routing.preferred_agent_id.as_deref())
+            .bind(t.routing.reservation_id)
+            .bind(t.merged_into.map(|m| m.0))
+            .bind(Json(&t.sla))
+            .bind(sla_status_str(t.sla_status))
+            .bind(timer)
+            .bind(t.follow_up.as_ref().map(Json))
+            .bind(t.follow_up_due_at)
+            .bind(t.follow_up_due_raised)
+            .bind(t.auto_close_at)
+            .bind(t.version)
+            .bind(t.updated_at)
+            .bind(t.resolved_at)
+            .bind(t.closed_at)
+    }};
 }
 
 /// Appends events for `ticket` (already at its new version) in one statement, and wakes readers.
@@ -380,15 +381,16 @@ impl PgStore {
         actor: Actor,
     ) -> Result<Created> {
         for _ in 0..5 {
-            let created = NewEvent::on(&ticket, EventKind::Created, actor.clone(), "created");
             let snapshot = (self.snapshot)(&ticket);
-            let mut tx = self.pool.begin().await?;
-            let inserted = insert_ticket(&mut tx, &ticket, fingerprint).await;
-            match inserted {
-                Ok(true) => {
-                    append_events(&mut tx, &ticket, &[created], &snapshot, ticket.created_at)
-                        .await?;
-                    if let Some(other) = follow_up_of {
+            let inserted = match follow_up_of {
+                // The hot path: ticket, CREATED event and notification in one statement, one
+                // round trip, atomic on its own.
+                None => insert_new(&self.pool, &ticket, fingerprint, &actor, &snapshot).await,
+                Some(other) => {
+                    let mut tx = self.pool.begin().await?;
+                    let inserted =
+                        insert_new(&mut *tx, &ticket, fingerprint, &actor, &snapshot).await;
+                    if matches!(inserted, Ok(true)) {
                         link_pair(
                             &mut tx,
                             ticket.id,
@@ -397,22 +399,23 @@ impl PgStore {
                             ticket.created_at,
                         )
                         .await?;
+                        tx.commit().await?;
                     }
-                    tx.commit().await?;
+                    inserted
+                }
+            };
+            match inserted {
+                Ok(true) => {
                     return Ok(Created {
                         ticket,
                         replayed: false,
                     });
                 }
-                Ok(false) => {
-                    tx.rollback().await?;
-                    return self.replay(&ticket.idempotency_key, fingerprint).await;
-                }
+                Ok(false) => return self.replay(&ticket.idempotency_key, fingerprint).await,
                 Err(err)
                     if tierline_runtime::db::is_unique_violation(&err, "tickets_number_key") =>
                 {
                     // One in a hundred million per live ticket: draw again.
-                    tx.rollback().await?;
                     ticket.number = TicketNumber::random();
                 }
                 Err(err) => return Err(err.into()),
@@ -894,14 +897,18 @@ impl PgStore {
     }
 }
 
-async fn insert_ticket(
-    tx: &mut Transaction<'_, Postgres>,
+/// Inserts a new ticket with its CREATED event and wakes readers, in one statement. `false`
+/// when the idempotency key already has a ticket (nothing is written then).
+async fn insert_new(
+    executor: impl sqlx::PgExecutor<'_>,
     t: &Ticket,
     fingerprint: &[u8],
+    actor: &Actor,
+    snapshot: &[u8],
 ) -> std::result::Result<bool, sqlx::Error> {
-    let q = sqlx::query(
-        "INSERT INTO tickets (id, number, idempotency_key, request_fingerprint, caller_kind, \
-           caller_value, caller_region, channel, created_at, \
+    let q = sqlx::query_scalar(
+        "WITH t AS (INSERT INTO tickets (id, number, idempotency_key, request_fingerprint, \
+           caller_kind, caller_value, caller_region, channel, created_at, \
            customer_id, customer_resolution, snapshot_tier, snapshot_key_account, \
            snapshot_account_manager, snapshot_display_name, snapshot_at, type, category, department, \
            severity, priority, subject, description, language_code, customer_emotion, \
@@ -915,7 +922,13 @@ async fn insert_ticket(
            $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, \
            $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, \
            $55, $56) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, version, state), \
+         e AS (INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, \
+             actor_id, from_state, to_state, reason, event_at, snapshot) \
+           SELECT $57, t.id, t.version, 'created', $58, $59, t.state, t.state, 'created', $9, $60 \
+           FROM t RETURNING 1), \
+         n AS (SELECT pg_notify($61, '') FROM e) \
+         SELECT (SELECT count(*) FROM t) + 0 * (SELECT count(*) FROM n)",
     )
     .bind(t.id.0)
     .bind(t.number.digits())
@@ -926,8 +939,15 @@ async fn insert_ticket(
     .bind(t.caller.as_ref().map(|c| c.region.as_str()))
     .bind(t.channel.as_str())
     .bind(t.created_at);
-    let done = bind_mutable(q, t, t.created_at).execute(&mut **tx).await?;
-    Ok(done.rows_affected() == 1)
+    let inserted: i64 = bind_mutable!(q, t, t.created_at)
+        .bind(Uuid::now_v7())
+        .bind(actor.kind.as_str())
+        .bind(&actor.id)
+        .bind(snapshot)
+        .bind(super::feed::CHANNEL)
+        .fetch_one(executor)
+        .await?;
+    Ok(inserted == 1)
 }
 
 async fn save(tx: &mut Transaction<'_, Postgres>, t: &Ticket, now: OffsetDateTime) -> Result<()> {
@@ -947,7 +967,7 @@ async fn save(tx: &mut Transaction<'_, Postgres>, t: &Ticket, now: OffsetDateTim
          WHERE id = $1",
     )
     .bind(t.id.0);
-    bind_mutable(q, t, now).execute(&mut **tx).await?;
+    bind_mutable!(q, t, now).execute(&mut **tx).await?;
     Ok(())
 }
 
