@@ -1,4 +1,5 @@
-//! Department queues against the real Redis at 127.0.0.1:6379 (`REDIS_URL` overrides).
+//! Department queues against the real Redis at 127.0.0.1:6379 (`TIERLINE_TEST_REDIS_URL`, set
+//! by scripts/test, overrides).
 //!
 //! Each test works under its own prefix `test:<uuid>:` and deletes that prefix's keys at the
 //! end, so tests run in parallel and leave nothing behind.
@@ -17,7 +18,7 @@ use time::macros::datetime;
 const T0: OffsetDateTime = datetime!(2026-03-02 09:00 UTC);
 
 fn url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    std::env::var("TIERLINE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// Queues under a fresh prefix; call [`Fixture::cleanup`] at the end.
