@@ -8,6 +8,37 @@ use std::fmt;
 
 use tierline_proto::common;
 
+#[doc(hidden)]
+pub use serde as __serde;
+
+/// Declares a domain enum with the names it is stored under (database columns, configuration,
+/// JSON), so `as_str`, `from_db` and serde always agree.
+#[macro_export]
+macro_rules! stored_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash,
+            $crate::__serde::Serialize, $crate::__serde::Deserialize,
+        )]
+        // A string path cannot use `$crate`; every user depends on tierline-types by this name.
+        #[serde(crate = "tierline_types::__serde")]
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// The name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Reads a stored name.
+            pub fn from_db(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
 /// A customer's ABC tier; A is the most valuable. Written "A", "B", "C" in configuration.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
