@@ -103,12 +103,25 @@ impl TicketService for TicketApi {
             convert::CustomerRef::Id(id) => CustomerRef::Id(id),
             convert::CustomerRef::Identity(c) => CustomerRef::Identity(c),
         };
+        let follow_up = parsed.intake.follow_up_of.is_some();
         let created = self
             .tickets
             .create(parsed.intake, customer, convert::fingerprint(&req), who)
             .await?;
+        // A ticket just created without a follow-up link has no links: the intake reply spends
+        // no round trip looking for them.
+        let ticket = if created.replayed || follow_up {
+            self.wire(&created.ticket).await?
+        } else {
+            ticket_to_wire(
+                &created.ticket,
+                &[],
+                self.tickets.rules(),
+                OffsetDateTime::now_utc(),
+            )
+        };
         Ok(Response::new(pb::CreateTicketResponse {
-            ticket: Some(self.wire(&created.ticket).await?),
+            ticket: Some(ticket),
             replayed: created.replayed,
             // The routing service gives estimates (RoutingService.EstimateWait) until the
             // ticket service hands tickets to it.
