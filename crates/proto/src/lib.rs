@@ -4,6 +4,8 @@
 //! definition of each message in the workspace.
 #![forbid(unsafe_code)]
 
+pub mod routing_ticket;
+
 pub use prost;
 pub use prost_types;
 pub use tonic;

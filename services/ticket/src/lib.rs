@@ -9,6 +9,7 @@ pub mod config;
 pub mod customers;
 pub mod domain;
 pub mod error;
+pub mod routing;
 pub mod service;
 pub mod store;
 pub mod workers;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::customers::Customers;
 use crate::domain::ticket::Rules;
+use crate::routing::Router;
 use crate::service::Tickets;
 use crate::store::PgStore;
 use crate::store::feed::EventFeed;
@@ -66,6 +68,7 @@ pub async fn serve_with_pool(
         default_tier: config.ticket.default_tier,
     });
     let customers = Customers::new(&config.customer_service).map_err(StartError::Config)?;
+    let router = Router::new(&config.routing_service).map_err(StartError::Config)?;
     let store = PgStore::new(pool.clone(), api::snapshotter(rules.clone()));
     let tickets = Tickets::new(store, rules, customers);
     let feed = EventFeed::new();
@@ -75,8 +78,23 @@ pub async fn serve_with_pool(
         config.ticket.worker_interval,
         config.ticket.event_retention,
     ));
+    let mut api = api::TicketApi::new(tickets.clone(), feed.clone());
+    match router {
+        Some(router) => {
+            background.push(workers::spawn_routing_relay(
+                tickets,
+                router.clone(),
+                feed.subscribe(),
+                config.ticket.worker_interval,
+            ));
+            api = api.with_router(router);
+        }
+        None => tracing::warn!(
+            "routing_service.endpoint is empty: tickets are not handed to routing and stay NEW"
+        ),
+    }
     let result = ServiceHost::new(config.server.clone())
-        .add_service(TicketServiceServer::new(api::TicketApi::new(tickets, feed)))
+        .add_service(TicketServiceServer::new(api))
         .serve(listener, shutdown)
         .await;
     for task in background {

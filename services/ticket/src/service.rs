@@ -190,6 +190,36 @@ impl Tickets {
         Ok(ticket)
     }
 
+    /// Records that the routing service has the ticket in its queue: NEW becomes QUEUED, with its
+    /// history and event, as the routing service's change. A ticket that is no longer NEW (the
+    /// router answered after an agent already took it, or a repeat) is left as it is.
+    pub async fn enqueue(&self, id: TicketId) -> Result<Ticket> {
+        let rules = self.rules.clone();
+        let at = now();
+        let (ticket, ()) = self
+            .store
+            .mutate(id, None, at, |t| {
+                if t.state != TicketState::New {
+                    return Ok(Mutation {
+                        events: vec![],
+                        value: (),
+                    });
+                }
+                let events = ticket::apply_move(
+                    t,
+                    Move::Enqueue,
+                    MoveContext::default(),
+                    &Actor::routing_service(),
+                    &rules,
+                    at,
+                )?;
+                Ok(Mutation { events, value: () })
+            })
+            .await
+            .map_err(about(id))?;
+        Ok(ticket)
+    }
+
     /// Records that an agent accepted the routing offer for the ticket. Repeating it with the
     /// same reservation and agent returns the ticket unchanged.
     pub async fn assign(

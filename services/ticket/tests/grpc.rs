@@ -73,11 +73,22 @@ async fn start_customer_service(pool: PgPool, on: TcpListener) -> Running {
 }
 
 async fn start_ticket_service(pool: PgPool, customer_addr: std::net::SocketAddr) -> Running {
+    // No router: these tests see tickets stay NEW, whatever runs on the default router port.
+    start_ticket_service_routing_to(pool, customer_addr, String::new()).await
+}
+
+async fn start_ticket_service_routing_to(
+    pool: PgPool,
+    customer_addr: std::net::SocketAddr,
+    routing_endpoint: String,
+) -> Running {
     let on = listener().await;
     let addr = on.local_addr().expect("addr");
     let mut config = tierline_ticket::config::Config::default();
     config.customer_service.endpoint = format!("http://{customer_addr}");
     config.customer_service.timeout = Duration::from_millis(300);
+    config.routing_service.endpoint = routing_endpoint;
+    config.routing_service.timeout = Duration::from_millis(300);
     config.ticket.worker_interval = Duration::from_millis(100);
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(tierline_ticket::serve_with_pool(on, config, pool, async {
@@ -704,4 +715,52 @@ async fn bad_input_names_every_offending_field(pool: PgPool) {
             .iter()
             .any(|c| c.id == "staff_conduct" && c.department == "hr")
     );
+}
+
+#[sqlx::test(migrator = "tierline_ticket::store::MIGRATOR")]
+async fn intake_waits_no_longer_than_the_deadline_for_a_router_that_does_not_answer(pool: PgPool) {
+    // Not a router: a socket that takes connections and never says a word.
+    let hole = listener().await;
+    let hole_addr = hole.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let customer_service =
+        start_customer_service(customer_database().await, listener().await).await;
+    let ticket_service =
+        start_ticket_service_routing_to(pool, customer_service.addr, format!("http://{hole_addr}"))
+            .await;
+    let mut tickets = TicketServiceClient::new(channel(ticket_service.addr).await);
+
+    let started = std::time::Instant::now();
+    let created = tickets
+        .create_ticket(complaint("call-no-router", "020 7946 0018"))
+        .await
+        .expect("accepted although the router does not answer")
+        .into_inner();
+    // The customer and the router each get at most their 300 ms deadline.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "intake took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(created.queue_position, 0);
+    assert_eq!(created.estimated_wait, None);
+    let ticket = created.ticket.expect("ticket");
+    assert_eq!(ticket.state, pb::TicketState::New as i32);
+
+    // The relay keeps trying; the ticket waits as NEW and the service keeps serving.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = tickets
+        .get_ticket(pb::GetTicketRequest {
+            key: Some(pb::get_ticket_request::Key::TicketId(ticket.id.clone())),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(later.state, pb::TicketState::New as i32);
+    assert_eq!(later.version, ticket.version);
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
+use tierline_proto::routing::TicketRoutingState;
+use tierline_proto::routing_ticket::routing_ticket;
 use tierline_proto::ticket as pb;
 use tierline_proto::ticket::ticket_service_server::TicketService;
 use tierline_proto::tonic::{self, Request, Response, Status};
@@ -18,6 +20,7 @@ use uuid::Uuid;
 
 use crate::domain::ticket::{Actor, ActorKind, Comment, FollowUpInput, Ticket, TicketId};
 use crate::error::Error;
+use crate::routing::{Router, SyncError};
 use crate::service::{CustomerRef, Tickets, TransitionInput};
 use crate::store::feed::EventFeed;
 use convert::{TicketKey, ticket_to_wire};
@@ -31,12 +34,50 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct TicketApi {
     tickets: Tickets,
     feed: Arc<EventFeed>,
+    router: Option<Router>,
 }
 
 impl TicketApi {
     /// Handlers over the service's operations; `feed` wakes event streams.
     pub fn new(tickets: Tickets, feed: Arc<EventFeed>) -> Self {
-        TicketApi { tickets, feed }
+        TicketApi {
+            tickets,
+            feed,
+            router: None,
+        }
+    }
+
+    /// The same handlers, with CreateTicket asking `router` for the new ticket's queue position
+    /// and estimated wait.
+    pub fn with_router(self, router: Router) -> Self {
+        TicketApi {
+            router: Some(router),
+            ..self
+        }
+    }
+
+    /// Hands a waiting ticket to the router at once, for the intake reply: its queue position
+    /// and estimated wait. Never fails and waits at most the router's deadline: without an answer
+    /// the reply goes without them, and the routing relay delivers the ticket anyway.
+    async fn queue_estimate(&self, ticket: &pb::Ticket) -> (i32, Option<prost_types::Duration>) {
+        let Some(router) = &self.router else {
+            return (0, None);
+        };
+        let sent = routing_ticket(ticket);
+        if sent.state != TicketRoutingState::Waiting as i32 {
+            return (0, None);
+        }
+        match router.sync(sent).await {
+            Ok(reply) => (reply.queue_position.max(0), reply.estimated_wait),
+            Err(error @ SyncError::Rejected(_)) => {
+                tracing::error!(ticket_id = %ticket.id, %error, "routing service refused a new ticket as malformed");
+                (0, None)
+            }
+            Err(error) => {
+                tracing::debug!(ticket_id = %ticket.id, %error, "no queue estimate for a new ticket");
+                (0, None)
+            }
+        }
     }
 
     async fn wire(&self, t: &Ticket) -> Result<pb::Ticket, Error> {
@@ -120,13 +161,14 @@ impl TicketService for TicketApi {
                 OffsetDateTime::now_utc(),
             )
         };
+        // The router ranks the ticket now rather than when the relay reaches it, so the IVR can
+        // read the position back; an IVR's retry (a replay) asks again and hears the current one.
+        let (queue_position, estimated_wait) = self.queue_estimate(&ticket).await;
         Ok(Response::new(pb::CreateTicketResponse {
             ticket: Some(ticket),
             replayed: created.replayed,
-            // The routing service gives estimates (RoutingService.EstimateWait) until the
-            // ticket service hands tickets to it.
-            estimated_wait: None,
-            queue_position: 0,
+            estimated_wait,
+            queue_position,
         }))
     }
 

@@ -211,6 +211,14 @@ impl Actor {
             id: String::new(),
         }
     }
+
+    /// The routing service, which queues tickets (named "routing", as it names itself).
+    pub fn routing_service() -> Self {
+        Actor {
+            kind: ActorKind::Service,
+            id: "routing".into(),
+        }
+    }
 }
 
 /// The descriptive fields, which UpdateTicket may change.

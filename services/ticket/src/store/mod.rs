@@ -15,7 +15,7 @@ use crate::domain::state::TicketState;
 
 use crate::domain::ticket::{NewEvent, Ticket};
 
-pub use pg::{MIGRATOR, PairWrites, PgStore};
+pub use pg::{EVENT_APPEND_LOCK, MIGRATOR, PairWrites, PgStore, RelayClaim, TouchedTickets};
 
 /// Encodes a ticket as the snapshot stored with each event (the wire form, so streams send it
 /// as is). Given by the API layer, which owns the wire format.

@@ -303,6 +303,20 @@ macro_rules! bind_mutable {
     }};
 }
 
+/// The transaction-level advisory lock every event append takes just before it draws its
+/// sequence numbers, held until commit.
+///
+/// Why: readers page the event log by `sequence`, so a sequence must never become visible after
+/// a higher one. Sequences are drawn at insert time but become visible at commit, and without
+/// the lock two transactions can commit out of draw order; a reader would then pass the lower
+/// one for good (a lost hand-over to routing, a gap in WatchTicketEvents). With the lock, the
+/// appender holding it holds the highest sequence drawn, and the next appender draws only after
+/// it committed (PostgreSQL makes a commit visible before it releases locks), so every
+/// snapshot sees a gap-free prefix of the log. The lock is taken last in each writing
+/// transaction (after its row locks), so it cannot deadlock with them; it serialises only the
+/// append-and-commit step of writers.
+pub const EVENT_APPEND_LOCK: i64 = 0x7469_6572_6c6e_6576; // "tierlnev"
+
 /// Appends events for `ticket` (already at its new version) in one statement, and wakes readers.
 async fn append_events(
     tx: &mut Transaction<'_, Postgres>,
@@ -332,7 +346,8 @@ async fn append_events(
          SELECT e.id, $1, $2, e.kind, e.actor_kind, e.actor_id, e.from_state, e.to_state, e.reason, \
            CASE WHEN e.changed = '' THEN '{}'::text[] ELSE string_to_array(e.changed, ',') END, \
            e.comment_id, e.related, $3, $4 \
-         FROM UNNEST($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+         FROM (SELECT pg_advisory_xact_lock($15)) AS append_lock, \
+              UNNEST($5::uuid[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
                      $11::text[], $12::text[], $13::uuid[], $14::uuid[]) WITH ORDINALITY \
            AS e(id, kind, actor_kind, actor_id, from_state, to_state, reason, changed, comment_id, related, ord) \
          ORDER BY e.ord",
@@ -351,6 +366,7 @@ async fn append_events(
     .bind(&changed)
     .bind(&comments)
     .bind(&related)
+    .bind(EVENT_APPEND_LOCK)
     .execute(&mut **tx)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')")
@@ -388,6 +404,13 @@ impl PgStore {
                 None => insert_new(&self.pool, &ticket, fingerprint, &actor, &snapshot).await,
                 Some(other) => {
                     let mut tx = self.pool.begin().await?;
+                    // The links' foreign key will share-lock the other ticket; take that lock
+                    // now, before the event append lock, so a concurrent change of the other
+                    // ticket (row lock, then append lock) cannot deadlock with this one.
+                    sqlx::query("SELECT 1 FROM tickets WHERE id = $1 FOR KEY SHARE")
+                        .bind(other.0)
+                        .execute(&mut *tx)
+                        .await?;
                     let inserted =
                         insert_new(&mut *tx, &ticket, fingerprint, &actor, &snapshot).await;
                     if matches!(inserted, Ok(true)) {
@@ -697,7 +720,8 @@ impl PgStore {
         Ok(())
     }
 
-    /// Events after `after` that no running transaction can still precede, oldest first.
+    /// Events after `after`, oldest first. Every snapshot holds a gap-free prefix of the log
+    /// (see [`EVENT_APPEND_LOCK`]), so a reader that pages by sequence misses none.
     pub async fn events_after(
         &self,
         after: i64,
@@ -708,7 +732,7 @@ impl PgStore {
                from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, \
                event_at, snapshot \
              FROM ticket_events \
-             WHERE sequence > $1 AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             WHERE sequence > $1 \
              ORDER BY sequence LIMIT $2",
         )
         .bind(after)
@@ -897,6 +921,128 @@ impl PgStore {
     }
 }
 
+/// A relay's cursor, held locked until [`RelayClaim::commit`] (or dropped, which releases it
+/// unchanged): while one replica holds it, the others skip their pass, so one delivers at a time.
+pub struct RelayClaim {
+    tx: Transaction<'static, Postgres>,
+    name: String,
+    cursor: i64,
+}
+
+impl std::fmt::Debug for RelayClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayClaim")
+            .field("name", &self.name)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayClaim {
+    /// The sequence of the last event the relay delivered.
+    pub fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    /// Moves the cursor to `through` (never backwards) and releases it.
+    pub async fn commit(mut self, through: i64) -> Result<()> {
+        if through > self.cursor {
+            sqlx::query("UPDATE relay_cursors SET sequence = $2 WHERE name = $1")
+                .bind(&self.name)
+                .bind(through)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The tickets a stretch of the event log touched, as they are now.
+#[derive(Debug, Clone)]
+pub struct TouchedTickets {
+    /// Each ticket once, in the order of its first event in the stretch, with that event's
+    /// sequence.
+    pub tickets: Vec<(i64, Ticket)>,
+    /// How many events the stretch holds.
+    pub events: usize,
+    /// The sequence of its last event; the starting cursor if it is empty.
+    pub last_sequence: i64,
+}
+
+#[derive(FromRow)]
+struct TouchedRow {
+    events: i64,
+    last_sequence: i64,
+    first_sequence: i64,
+    #[sqlx(flatten)]
+    ticket: TicketRow,
+}
+
+impl PgStore {
+    /// Locks the cursor of the relay `name` for one pass; `None` if another replica holds it.
+    /// The first claim of a name creates its cursor at 0 (the start of the log).
+    pub async fn claim_relay(&self, name: &str) -> Result<Option<RelayClaim>> {
+        const LOCK: &str =
+            "SELECT sequence FROM relay_cursors WHERE name = $1 FOR UPDATE SKIP LOCKED";
+        let mut tx = self.pool.begin().await?;
+        let mut held: Option<i64> = sqlx::query_scalar(LOCK)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            // Locked by another replica, or no cursor yet. Created on its own (inserting it in
+            // this transaction would make other replicas wait for the whole pass), then locked
+            // if still free.
+            sqlx::query("INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+            held = sqlx::query_scalar(LOCK)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        Ok(held.map(|cursor| RelayClaim {
+            tx,
+            name: name.to_owned(),
+            cursor,
+        }))
+    }
+
+    /// The tickets touched by up to `limit` events after `after`, each once and as it is now,
+    /// in one query. The events are those [`PgStore::events_after`] would return.
+    pub async fn tickets_touched_after(&self, after: i64, limit: i64) -> Result<TouchedTickets> {
+        let rows: Vec<TouchedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH e AS ( \
+               SELECT sequence, ticket_id FROM ticket_events \
+               WHERE sequence > $1 \
+               ORDER BY sequence LIMIT $2), \
+             f AS (SELECT ticket_id, min(sequence) AS first_sequence FROM e GROUP BY ticket_id), \
+             s AS (SELECT count(*) AS events, max(sequence) AS last_sequence FROM e) \
+             SELECT s.events, s.last_sequence, f.first_sequence, {TICKET_COLUMNS} \
+             FROM s CROSS JOIN f JOIN tickets ON tickets.id = f.ticket_id \
+             ORDER BY f.first_sequence"
+        )))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let (events, last_sequence) = rows
+            .first()
+            .map_or((0, after), |r| (r.events, r.last_sequence));
+        let tickets = rows
+            .into_iter()
+            .map(|r| Ok((r.first_sequence, r.ticket.into_domain()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TouchedTickets {
+            tickets,
+            events: usize::try_from(events).unwrap_or(0),
+            last_sequence,
+        })
+    }
+}
+
 /// Inserts a new ticket with its CREATED event and wakes readers, in one statement. `false`
 /// when the idempotency key already has a ticket (nothing is written then).
 async fn insert_new(
@@ -926,7 +1072,7 @@ async fn insert_new(
          e AS (INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, \
              actor_id, from_state, to_state, reason, event_at, snapshot) \
            SELECT $57, t.id, t.version, 'created', $58, $59, t.state, t.state, 'created', $9, $60 \
-           FROM t RETURNING 1), \
+           FROM t, (SELECT pg_advisory_xact_lock($62)) AS append_lock RETURNING 1), \
          n AS (SELECT pg_notify($61, '') FROM e) \
          SELECT (SELECT count(*) FROM t) + 0 * (SELECT count(*) FROM n)",
     )
@@ -945,6 +1091,7 @@ async fn insert_new(
         .bind(&actor.id)
         .bind(snapshot)
         .bind(super::feed::CHANNEL)
+        .bind(EVENT_APPEND_LOCK)
         .fetch_one(executor)
         .await?;
     Ok(inserted == 1)
