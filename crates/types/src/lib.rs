@@ -120,6 +120,16 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, in wire order.
+    pub const ALL: [Channel; 6] = [
+        Channel::Voice,
+        Channel::Web,
+        Channel::Email,
+        Channel::Chat,
+        Channel::Counter,
+        Channel::Api,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,8 +1,105 @@
 //! The routing service: which agent gets which ticket, and when.
 //!
 //! Reading order: [`domain`] first: the routing algorithm as pure code; then [`live`]: the live
-//! state in Redis (queues as sorted sets, changed only by atomic Lua scripts).
+//! state in Redis (queues, agents and offers, changed only by atomic Lua scripts); [`router`]:
+//! the domain's decisions applied to the live state, and the background loop; [`api`]: the gRPC
+//! adapters; [`agents`]: the durable agent records.
 #![forbid(unsafe_code)]
 
+pub mod agents;
+pub mod api;
+pub mod config;
 pub mod domain;
+pub mod error;
 pub mod live;
+pub mod router;
+pub mod tickets;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tierline_proto::routing::agent_desktop_service_server::AgentDesktopServiceServer;
+use tierline_proto::routing::agent_service_server::AgentServiceServer;
+use tierline_proto::routing::routing_service_server::RoutingServiceServer;
+use tierline_runtime::server::{ServeError, ServiceHost};
+use tokio::net::TcpListener;
+
+use crate::agents::PgAgents;
+use crate::config::Config;
+use crate::live::RedisSettings;
+use crate::live::keys::Keys;
+use crate::live::state::Live;
+use crate::router::{Clock, Router, SystemClock};
+use crate::tickets::Tickets;
+
+/// The service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Db(#[from] tierline_runtime::db::DbError),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Connects to PostgreSQL (applying migrations) and Redis, and serves on `listener` until
+/// `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let pool = tierline_runtime::db::connect(&config.database, &agents::MIGRATOR).await?;
+    serve_with(listener, config, pool, Arc::new(SystemClock), shutdown).await
+}
+
+/// Serves with an open, migrated pool and the given clock (tests pass a manual one). Redis is
+/// connected lazily: the service starts while Redis is down and answers UNAVAILABLE until it
+/// is back.
+pub async fn serve_with(
+    listener: TcpListener,
+    config: Config,
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let mut settings = RedisSettings::new(config.redis.url.clone());
+    settings.response_timeout = config.redis.response_timeout;
+    let conn = live::connect_lazy(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+    let keys = Keys::new(config.redis.key_prefix.clone())
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let tickets = Tickets::new(
+        &config.ticket_service.endpoint,
+        config.ticket_service.timeout,
+    )
+    .map_err(StartError::Config)?;
+    let router = Router::new(
+        Live::new(conn, keys),
+        PgAgents::new(pool),
+        tickets,
+        config.routing.clone(),
+        config.router,
+        clock,
+        config.redis.url.clone(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(router.clone().run(stopped));
+    let result = ServiceHost::new(config.server.clone())
+        .add_service(RoutingServiceServer::new(api::RoutingApi::new(
+            router.clone(),
+        )))
+        .add_service(AgentDesktopServiceServer::new(api::DesktopApi::new(
+            router.clone(),
+        )))
+        .add_service(AgentServiceServer::new(api::AgentApi::new(router)))
+        .serve(listener, shutdown)
+        .await;
+    let _ = stop.send(true);
+    background.abort();
+    Ok(result?)
+}

@@ -217,6 +217,13 @@ impl RankKey {
         )
     }
 
+    /// The ticket id in a member made by [`RankKey::member`].
+    pub fn id_of_member(member: &str) -> Option<&str> {
+        member
+            .split_at_checked(MEMBER_TIME_DIGITS)
+            .and_then(|(_, rest)| rest.strip_prefix(':'))
+    }
+
     /// Reads a key back from its score and member; `None` if they were not made by
     /// [`RankKey::score`] and [`RankKey::member`].
     pub fn from_entry(score: f64, member: &str) -> Option<RankKey> {

@@ -170,6 +170,17 @@ impl Default for StepsConfig {
 }
 
 impl StepsConfig {
+    /// The teams the steps name, in step order (a dispatch round reads their ready members).
+    pub fn team_ids(&self) -> Vec<&str> {
+        self.key_account
+            .iter()
+            .filter_map(|s| match s {
+                StepConfig::Team { team_id, .. } => Some(team_id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Problems with the configuration, as (field, description). Empty means usable.
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();

@@ -50,14 +50,90 @@ impl Keys {
         format!("{}*", self.prefix)
     }
 
-    /// The sorted set of a department's waiting tickets.
+    /// The sorted set of a department's waiting tickets without a pending offer, in rank order.
     pub fn queue(&self, department: &str) -> String {
         format!("{}queue:{department}", self.base)
     }
 
-    /// The hash of a ticket's routing state (or its tombstone).
-    pub fn ticket(&self, ticket_id: &str) -> String {
-        format!("{}ticket:{ticket_id}", self.base)
+    /// The sorted set of a department's waiting tickets of one tier (pending offers included),
+    /// scored by enqueue time: count and oldest wait.
+    pub fn waiting(&self, department: &str, tier: &str) -> String {
+        format!("{}waiting:{department}:{tier}", self.base)
+    }
+
+    /// Like [`Keys::waiting`], scored by pickup due time: at risk and past due.
+    pub fn due(&self, department: &str, tier: &str) -> String {
+        format!("{}due:{department}:{tier}", self.base)
+    }
+
+    /// The hash of every known ticket's routing state (JSON per ticket id).
+    pub fn tickets(&self) -> String {
+        format!("{}tickets", self.base)
+    }
+
+    /// The sorted set of removed tickets by removal time (their tombstones' age).
+    pub fn gone(&self) -> String {
+        format!("{}gone", self.base)
+    }
+
+    /// The hash of every agent's live state (JSON per agent id).
+    pub fn agents(&self) -> String {
+        format!("{}agents", self.base)
+    }
+
+    /// The lexicographic index `<department>\0<agent>` of agents ready for an offer.
+    pub fn ready(&self) -> String {
+        format!("{}ready", self.base)
+    }
+
+    /// The lexicographic index `<department>\0<agent>` of every agent in the live state.
+    pub fn staff(&self) -> String {
+        format!("{}staff", self.base)
+    }
+
+    /// The sorted set of desktop session leases by expiry.
+    pub fn leases(&self) -> String {
+        format!("{}leases", self.base)
+    }
+
+    /// The hash of offers (JSON per reservation id).
+    pub fn offers(&self) -> String {
+        format!("{}offers", self.base)
+    }
+
+    /// The sorted set of pending (or held) offers by expiry.
+    pub fn offer_expiry(&self) -> String {
+        format!("{}offer_exp", self.base)
+    }
+
+    /// The sorted set of ended offers by end time (forgotten after an hour).
+    pub fn offer_ended(&self) -> String {
+        format!("{}offer_end", self.base)
+    }
+
+    /// The set of departments that ever had a waiting ticket.
+    pub fn departments(&self) -> String {
+        format!("{}depts", self.base)
+    }
+
+    /// The hash of per-department statistics (JSON per department).
+    pub fn department_stats(&self) -> String {
+        format!("{}dstats", self.base)
+    }
+
+    /// The marker that the live state is complete (built, or rebuilt after a loss).
+    pub fn built(&self) -> String {
+        format!("{}built", self.base)
+    }
+
+    /// The lock one router holds while rebuilding.
+    pub fn rebuild_lock(&self) -> String {
+        format!("{}rebuild", self.base)
+    }
+
+    /// The pub/sub channel of change notices (`d:<department>`, `a:<agent>`). Not a key.
+    pub fn events(&self) -> String {
+        format!("{}events", self.base)
     }
 }
 
@@ -80,9 +156,9 @@ mod tests {
     fn every_key_starts_with_the_prefix_and_hashes_on_the_tag() {
         let keys = Keys::new("tierline:").expect("valid prefix");
         let queue = keys.queue("billing {eu}");
-        let ticket = keys.ticket("0b3c");
+        let ticket = keys.tickets();
         assert_eq!(queue, "tierline:{tierline:rt}:queue:billing {eu}");
-        assert_eq!(ticket, "tierline:{tierline:rt}:ticket:0b3c");
+        assert_eq!(ticket, "tierline:{tierline:rt}:tickets");
         assert_eq!(hashed_part(&queue), "tierline:rt");
         assert_eq!(hashed_part(&ticket), hashed_part(&queue));
         assert_eq!(keys.pattern(), "tierline:*");

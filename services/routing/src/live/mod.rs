@@ -1,38 +1,53 @@
-//! The router's live state in Redis: department queues as sorted sets, changed by Lua scripts.
+//! The router's live state in Redis: queues, agents, offers, changed only by Lua scripts.
 //!
-//! Reading order: [`keys`] (names and the hash tag), then [`queue`] (the operations).
+//! Reading order: [`keys`] (names and the one hash tag), [`scripts`] (every change, atomic),
+//! [`model`] (the JSON each script keeps), [`state`] (the Rust API over them).
 //!
 //! # Key layout
 //!
-//! Every key is `<prefix>{<prefix>rt}:<kind>:<id>`, where `<prefix>` is configured
-//! (`tierline:` in production, `test:<uuid>:` in each test):
+//! Every key is `<prefix>{<prefix>rt}:<name>`, where `<prefix>` is configured (`tierline:` in
+//! production, `test:<uuid>:` in each test):
 //!
-//! | key                     | type       | holds                                                   |
-//! |-------------------------|------------|---------------------------------------------------------|
-//! | `…:queue:<department>`  | sorted set | one member per waiting ticket: [`RankKey::member`] with |
-//! |                         |            | score [`RankKey::score`]; set order is rank order       |
-//! | `…:ticket:<ticket id>`  | hash       | `v` (ticket version held), `state` (`queued` or         |
-//! |                         |            | `removed`), `dept`, `member` (its entry in the queue),  |
-//! |                         |            | `data` (routing fields, JSON)                           |
+//! | key                        | type       | holds                                               |
+//! |----------------------------|------------|-----------------------------------------------------|
+//! | `tickets`                  | hash       | ticket id → routing state (version, queued/offered/ |
+//! |                            |            | active/parked/removed, rank, declined-by, agent)    |
+//! | `queue:<dept>`             | sorted set | waiting tickets without an offer, in rank order     |
+//! |                            |            | ([`RankKey::member`] scored by [`RankKey::score`])  |
+//! | `waiting:<dept>:<tier>`    | sorted set | waiting tickets (offers included) by enqueue time   |
+//! | `due:<dept>:<tier>`        | sorted set | the same by pickup due time (at risk, past due)     |
+//! | `gone`                     | sorted set | removed tickets by removal time (tombstone age)     |
+//! | `agents`                   | hash       | agent id → record copy, presence, session, load,    |
+//! |                            |            | idle since, pending offer, missed offers, counters  |
+//! | `ready`                    | sorted set | `<dept>\0<agent>` (and `\1<team>\0<agent>`) of     |
+//! |                            |            | agents who could take an offer now (lex ranges)     |
+//! | `staff`                    | sorted set | the same for every agent in the live state          |
+//! | `leases`                   | sorted set | agents by session lease expiry                      |
+//! | `offers`                   | hash       | reservation id → offer (agent, ticket, state, times)|
+//! | `offer_exp`, `offer_end`   | sorted set | pending offers by expiry; ended ones by end time    |
+//! | `depts`, `dstats`          | set, hash  | departments; per-department counters                |
+//! | `built`, `rebuild`         | string     | the state is complete; the rebuild lock             |
 //!
 //! Why this shape:
-//! - The sorted set's own order (score, then member bytes) is the rank order, so the head of a
-//!   queue is `ZRANGE 0 n-1` and a position is `ZRANK`, both O(log n); nothing is sorted in Rust.
-//! - The ticket hash remembers the member the ticket was queued under, so a re-rank (escalation)
-//!   or a department transfer removes exactly the old entry, and the version check (a call whose
-//!   ticket version is not newer is ignored, as `SyncTicket` requires) happens in the same script
-//!   as the write: no read-modify-write race between routers.
-//! - A removed ticket's hash stays for 24 hours as a tombstone holding its version, so a late,
-//!   older enqueue cannot bring it back.
-//! - The prefix leads every key so ACL key patterns (`~tierline:*`) and `SCAN MATCH <prefix>*`
-//!   cover exactly one router's state. The same prefix sits inside the hash tag so two routers
-//!   sharing a cluster do not share a slot (see [`keys`] for the one-slot trade-off).
+//! - Tickets, agents and offers each live in one hash, so every script names its keys in KEYS
+//!   without first reading where an entry lives; only department queues are per-key, and a
+//!   script that finds a ticket in another department than named answers where (see
+//!   [`state`]).
+//! - The queue's own order (score, then member bytes) is rank order: the head is `ZRANGE 0 n`,
+//!   a position `ZRANK`, O(log n); nothing is sorted in Rust. A declined or expired offer puts
+//!   the ticket back with its stored member and score: its original rank.
+//! - `ready` answers "who could take a ticket of this department now" with one lex range, so a
+//!   dispatch round reads only ready agents, not every agent.
+//! - Versions are checked inside the scripts, so SyncTicket calls can arrive late, twice or out
+//!   of order; a removed ticket's version is kept for a day so a late call cannot revive it.
 //!
 //! [`RankKey::member`]: crate::domain::queue::RankKey::member
 //! [`RankKey::score`]: crate::domain::queue::RankKey::score
 
 pub mod keys;
-pub mod queue;
+pub mod model;
+pub mod scripts;
+pub mod state;
 
 use std::time::Duration;
 

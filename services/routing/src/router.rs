@@ -1,0 +1,656 @@
+//! The router: the domain's decisions applied to the live state.
+//!
+//! - Dispatch ([`Router::dispatch`]): read a department's queue head and ready agents (one
+//!   script), let [`Snapshot::dispatch`] decide, make the offers (one script, which checks each
+//!   again, so routers racing on the same Redis never offer a ticket twice).
+//! - Background ([`Router::run`]): a change notice on the pub/sub channel (`d:<department>`)
+//!   dispatches that department at once; every `tick` expires offers, signs out lapsed
+//!   sessions and dispatches every department (routing steps that start with time); a lost
+//!   live state is rebuilt from the ticket service.
+//! - Offers: accept (held, recorded in the ticket service, then confirmed), decline, expiry.
+//!
+//! Every router process runs the same loop against the same Redis; there is no leader.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, watch};
+
+use crate::agents::{AgentRecord, PgAgents};
+use crate::config::RouterSettings;
+use crate::domain::agent::AgentState;
+use crate::domain::config::RoutingConfig;
+use crate::domain::queue::TicketRef;
+use crate::domain::select::Snapshot;
+use crate::error::{Error, Result};
+use crate::live::LiveError;
+use crate::live::model::{LiveAgent, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
+use crate::live::state::{Claim, Ended, Live, NewOffer, Outcome, Synced, TicketSync};
+use crate::tickets::{AssignError, Tickets};
+
+/// Where the time comes from: the system clock, or a test's.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// Now.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that stands still until moved: tests of routing steps and expiries use it.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<OffsetDateTime>>);
+
+impl ManualClock {
+    /// A clock at `start`.
+    pub fn new(start: OffsetDateTime) -> ManualClock {
+        ManualClock(Arc::new(Mutex::new(start)))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        if let Ok(mut now) = self.0.lock() {
+            *now += by;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        self.0
+            .lock()
+            .map(|now| *now)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// A change notice from the live state's pub/sub channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Something changed for an agent (offer, assignment, presence, session).
+    Agent(String),
+    /// A department's queue or ready agents changed.
+    Department(String),
+}
+
+/// The outcome of an accept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The offer, as accepted.
+    pub offer: LiveOffer,
+    /// The ticket version after the assignment.
+    pub ticket_version: i64,
+    /// When it was assigned (Unix ms).
+    pub assigned_ms: i64,
+}
+
+/// The router of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Live,
+    agents: PgAgents,
+    tickets: Tickets,
+    config: RoutingConfig,
+    settings: RouterSettings,
+    clock: Arc<dyn Clock>,
+    notices: broadcast::Sender<Notice>,
+    /// Redis URL for the pub/sub connection (a dedicated one, as subscribing takes it over).
+    redis_url: String,
+    /// Set once the live state is known to be complete.
+    built: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("live", &self.inner.live)
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router over its parts.
+    pub fn new(
+        live: Live,
+        agents: PgAgents,
+        tickets: Tickets,
+        config: RoutingConfig,
+        settings: RouterSettings,
+        clock: Arc<dyn Clock>,
+        redis_url: String,
+    ) -> Router {
+        let (notices, _) = broadcast::channel(4096);
+        let (built, _) = watch::channel(false);
+        Router {
+            inner: Arc::new(Inner {
+                live,
+                agents,
+                tickets,
+                config,
+                settings,
+                clock,
+                notices,
+                redis_url,
+                built,
+            }),
+        }
+    }
+
+    /// The live state.
+    pub fn live(&self) -> &Live {
+        &self.inner.live
+    }
+
+    /// The agent records.
+    pub fn agents(&self) -> &PgAgents {
+        &self.inner.agents
+    }
+
+    /// The routing rules.
+    pub fn config(&self) -> &RoutingConfig {
+        &self.inner.config
+    }
+
+    /// Session and timing settings.
+    pub fn settings(&self) -> &RouterSettings {
+        &self.inner.settings
+    }
+
+    /// Now, by the router's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// Change notices (for desktop sessions of this process).
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.inner.notices.subscribe()
+    }
+
+    /// Fails with UNAVAILABLE while the live state is being rebuilt after a loss.
+    pub fn check_built(&self) -> Result<()> {
+        if *self.inner.built.borrow() {
+            Ok(())
+        } else {
+            Err(Error::LiveUnavailable(
+                "the router is rebuilding its live state; retry shortly".into(),
+            ))
+        }
+    }
+
+    /// SyncTicket.
+    pub async fn sync_ticket(&self, sync: &TicketSync) -> Result<Synced> {
+        let synced = self.inner.live.sync(sync, self.now()).await?;
+        if synced.applied && !sync.department.is_empty() {
+            self.dispatch(&sync.department).await?;
+        }
+        Ok(synced)
+    }
+
+    /// One department's dispatch: offers until no more match. Returns the offers made.
+    pub async fn dispatch(&self, department: &str) -> Result<usize> {
+        let mut made_total = 0;
+        // A round whose offers all went through may leave more to match (a queue longer than
+        // its head); one whose offers lost races re-reads. Bounded, as the next tick retries.
+        for _ in 0..4 {
+            let now = self.now();
+            let s = &self.inner.settings;
+            let teams = self.inner.config.steps.team_ids();
+            let (tickets, agents) = self
+                .inner
+                .live
+                .peek(department, s.dispatch_tickets, s.dispatch_agents, &teams)
+                .await?;
+            if tickets.is_empty() || agents.is_empty() {
+                break;
+            }
+            let now_ms = time_to_ms(now);
+            let refs: Vec<TicketRef> = tickets
+                .iter()
+                .map(|(id, t)| t.to_ref(id, None))
+                .collect::<Result<_, LiveError>>()?;
+            let versions: std::collections::BTreeMap<&str, &str> = tickets
+                .iter()
+                .map(|(id, t)| (id.as_str(), t.v.as_str()))
+                .collect();
+            let states: Vec<AgentState> = agents
+                .iter()
+                .map(|(id, a)| a.to_state(id, a.offer.clone(), now_ms))
+                .collect();
+            let snapshot = Snapshot::new(&self.inner.config, &states, &refs, now);
+            let matches = snapshot.dispatch();
+            if matches.is_empty() {
+                break;
+            }
+            let offers: Vec<NewOffer> = matches
+                .iter()
+                .map(|m| NewOffer {
+                    ticket_id: m.ticket_id.clone(),
+                    ticket_version: versions
+                        .get(m.ticket_id.as_str())
+                        .map(|v| (*v).to_owned())
+                        .unwrap_or_default(),
+                    agent_id: m.agent_id.clone(),
+                    reservation_id: uuid::Uuid::new_v4().to_string(),
+                    step: m.step_kind,
+                })
+                .collect();
+            let expire = self
+                .inner
+                .config
+                .offers
+                .expire_time(now)
+                .unwrap_or(now + Duration::from_secs(20));
+            let made = self
+                .inner
+                .live
+                .reserve(department, &offers, now, expire)
+                .await?;
+            made_total += made.len();
+            if made.len() == offers.len() && tickets.len() < s.dispatch_tickets {
+                break;
+            }
+            if made.is_empty() {
+                break;
+            }
+        }
+        Ok(made_total)
+    }
+
+    /// Dispatches every department.
+    pub async fn dispatch_all(&self) -> Result<usize> {
+        let mut made = 0;
+        for department in self.inner.live.departments().await? {
+            made += self.dispatch(&department).await?;
+        }
+        Ok(made)
+    }
+
+    /// Expires offers past their time (and accept holds of routers that died mid-accept).
+    pub async fn expire_offers(&self) -> Result<usize> {
+        let now = self.now();
+        let due = self.inner.live.due_offers(now, 200).await?;
+        let mut expired = 0;
+        for rid in due {
+            let ended = self
+                .inner
+                .live
+                .end_offer(
+                    &rid,
+                    Outcome::Expired,
+                    None,
+                    &["pending", "accepting"],
+                    self.inner.config.offers.away_after_missed,
+                    now,
+                )
+                .await?;
+            if matches!(ended, Ended::Ended(_)) {
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Signs out agents whose session lapsed, withdrawing their pending offers.
+    pub async fn lapse_sessions(&self) -> Result<usize> {
+        let now = self.now();
+        let withdraw = self.inner.live.lapse_sessions(now, 200).await?;
+        for rid in &withdraw {
+            self.withdraw(rid, "presence_changed").await?;
+        }
+        Ok(withdraw.len())
+    }
+
+    /// Withdraws a pending offer (the agent went away, was disabled, the session lapsed).
+    pub async fn withdraw(&self, reservation_id: &str, reason: &'static str) -> Result<()> {
+        self.inner
+            .live
+            .end_offer(
+                reservation_id,
+                Outcome::Cancelled(reason),
+                None,
+                &["pending"],
+                0,
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// AcceptOffer.
+    pub async fn accept(&self, agent_id: &str, reservation_id: &str) -> Result<Accepted> {
+        let now = self.now();
+        let hold = now + self.inner.settings.accept_hold;
+        let subject = format!("reservations/{reservation_id}");
+        let offer = match self
+            .inner
+            .live
+            .claim(reservation_id, agent_id, now, hold)
+            .await?
+        {
+            Claim::Claimed(offer) => offer,
+            Claim::AlreadyAccepted(offer) => {
+                let ticket = self.inner.live.ticket(&offer.ticket).await?;
+                let version = ticket
+                    .as_ref()
+                    .filter(|t| t.rid.as_deref() == Some(reservation_id))
+                    .map(LiveTicket::version)
+                    .transpose()?
+                    .unwrap_or(0);
+                let assigned_ms = offer.ended.map_or(time_to_ms(now), |e| e as i64);
+                return Ok(Accepted {
+                    offer,
+                    ticket_version: version,
+                    assigned_ms,
+                });
+            }
+            Claim::Missing => {
+                return Err(Error::NotFound {
+                    what: "reservation",
+                    id: reservation_id.to_owned(),
+                });
+            }
+            Claim::NotYours => {
+                return Err(Error::precondition(
+                    "OFFER_NOT_YOURS",
+                    subject,
+                    format!("reservation {reservation_id} was offered to another agent"),
+                ));
+            }
+            Claim::NotPending(state) => {
+                return Err(Error::precondition(
+                    "OFFER_NOT_PENDING",
+                    subject,
+                    format!("reservation {reservation_id} is {state}, not pending"),
+                ));
+            }
+        };
+        match self
+            .inner
+            .tickets
+            .assign(&offer.ticket, agent_id, reservation_id)
+            .await
+        {
+            Ok(ticket) => {
+                let assigned_ms = self
+                    .inner
+                    .live
+                    .confirm(reservation_id, &offer, ticket.version, self.now())
+                    .await?;
+                Ok(Accepted {
+                    offer,
+                    ticket_version: ticket.version,
+                    assigned_ms,
+                })
+            }
+            Err(AssignError::Refused(why)) => {
+                self.inner
+                    .live
+                    .end_offer(
+                        reservation_id,
+                        Outcome::Cancelled("assignment_refused"),
+                        None,
+                        &["accepting"],
+                        0,
+                        self.now(),
+                    )
+                    .await?;
+                Err(Error::precondition(
+                    "TICKET_NOT_ASSIGNABLE",
+                    format!("tickets/{}", offer.ticket),
+                    format!("the ticket service refused the assignment: {why}"),
+                ))
+            }
+            Err(AssignError::Unavailable(why)) => {
+                self.inner.live.unclaim(reservation_id).await?;
+                Err(Error::DependencyUnavailable(format!(
+                    "the ticket service did not record the assignment ({why}); the offer stays \
+                     pending until it expires, retry"
+                )))
+            }
+        }
+    }
+
+    /// DeclineOffer.
+    pub async fn decline(&self, agent_id: &str, reservation_id: &str) -> Result<LiveOffer> {
+        let subject = format!("reservations/{reservation_id}");
+        match self
+            .inner
+            .live
+            .end_offer(
+                reservation_id,
+                Outcome::Declined,
+                Some(agent_id),
+                &["pending"],
+                0,
+                self.now(),
+            )
+            .await?
+        {
+            Ended::Ended(offer) | Ended::Unchanged(offer) => Ok(offer),
+            Ended::Missing => Err(Error::NotFound {
+                what: "reservation",
+                id: reservation_id.to_owned(),
+            }),
+            Ended::NotYours => Err(Error::precondition(
+                "OFFER_NOT_YOURS",
+                subject,
+                format!("reservation {reservation_id} was offered to another agent"),
+            )),
+            Ended::NotPending(state) => Err(Error::precondition(
+                "OFFER_NOT_PENDING",
+                subject,
+                format!("reservation {reservation_id} is {state}, not pending"),
+            )),
+        }
+    }
+
+    /// The agent's record, or NOT_FOUND.
+    pub async fn record(&self, agent_id: &str) -> Result<AgentRecord> {
+        self.inner
+            .agents
+            .get(agent_id)
+            .await?
+            .ok_or_else(|| Error::agent_not_found(agent_id))
+    }
+
+    /// Mirrors a record into the live state (after UpsertAgent), withdrawing a pending offer
+    /// if the agent was disabled.
+    pub async fn publish_record(&self, record: &AgentRecord) -> Result<()> {
+        let withdraw = self
+            .inner
+            .live
+            .put_record(&record.id, &live_record(record), self.now())
+            .await?;
+        if let Some(rid) = withdraw {
+            self.withdraw(&rid, "presence_changed").await?;
+        }
+        Ok(())
+    }
+
+    /// The live entry of an agent.
+    pub async fn live_agent(&self, agent_id: &str) -> Result<Option<LiveAgent>> {
+        Ok(self.inner.live.agent(agent_id).await?)
+    }
+
+    /// Runs the background loop until `shutdown`: change notices, the tick, rebuilds.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let listener = tokio::spawn(self.clone().listen(shutdown.clone()));
+        let mut tick = tokio::time::interval(self.inner.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge_every = 0u32;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.tick(&mut purge_every).await {
+                tracing::warn!(error = %tierline_runtime::error::DisplayChain(&e), "router tick failed");
+            }
+        }
+        listener.abort();
+    }
+
+    async fn tick(&self, purge_every: &mut u32) -> Result<()> {
+        if !self.inner.live.is_built().await? {
+            self.inner.built.send_replace(false);
+            self.rebuild().await?;
+            return Ok(());
+        }
+        if !*self.inner.built.borrow() {
+            self.inner.built.send_replace(true);
+        }
+        self.expire_offers().await?;
+        self.lapse_sessions().await?;
+        self.dispatch_all().await?;
+        *purge_every += 1;
+        if *purge_every >= 120 {
+            *purge_every = 0;
+            self.inner.live.purge(self.now(), 1000).await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the live state from the ticket service after it was lost: every open ticket is
+    /// synced again (versioned, so concurrent relay calls are harmless). One router does it,
+    /// under a lock; the others wait for the marker.
+    pub async fn rebuild(&self) -> Result<()> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        if !self.inner.live.lock_rebuild(&owner, 120_000).await? {
+            return Ok(());
+        }
+        let result = self.rebuild_locked().await;
+        self.inner.live.unlock_rebuild(&owner).await?;
+        result
+    }
+
+    async fn rebuild_locked(&self) -> Result<()> {
+        let mut token = String::new();
+        let mut synced = 0usize;
+        loop {
+            let (tickets, next) = self
+                .inner
+                .tickets
+                .open_tickets(token)
+                .await
+                .map_err(Error::DependencyUnavailable)?;
+            for ticket in &tickets {
+                let routing = tierline_proto::routing_ticket::routing_ticket(ticket);
+                match crate::api::convert::parse_routing_ticket(&routing) {
+                    Ok(sync) => {
+                        self.inner.live.sync(&sync, self.now()).await?;
+                        synced += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(ticket = %ticket.id, error = %e, "ticket skipped in rebuild")
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        self.inner.live.mark_built(self.now()).await?;
+        self.inner.built.send_replace(true);
+        tracing::info!(
+            tickets = synced,
+            "live state rebuilt from the ticket service"
+        );
+        Ok(())
+    }
+
+    /// Listens to the change notices of every router on this Redis; reconnects after a loss.
+    async fn listen(self, shutdown: watch::Receiver<bool>) {
+        let channel = self.inner.live.keys().events();
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        while !*shutdown.borrow() {
+            let client = match redis::Client::open(self.inner.redis_url.as_str()) {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::error!(error = %e, "redis url");
+                    return;
+                }
+            };
+            let pubsub = match client.get_async_pubsub().await {
+                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                    Ok(()) => pubsub,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "subscribe failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis pub/sub unavailable; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut messages = pubsub.into_on_message();
+            loop {
+                // Coalesce a burst of notices into one dispatch per department.
+                let first = messages.next().await;
+                let Some(message) = first else { break };
+                self.note(message, &mut dirty);
+                while let Ok(Some(message)) =
+                    tokio::time::timeout(Duration::from_millis(1), messages.next()).await
+                {
+                    self.note(message, &mut dirty);
+                }
+                if *self.inner.built.borrow() {
+                    for department in std::mem::take(&mut dirty) {
+                        if let Err(e) = self.dispatch(&department).await {
+                            tracing::warn!(%department, error = %tierline_runtime::error::DisplayChain(&e), "dispatch failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn note(&self, message: redis::Msg, dirty: &mut BTreeSet<String>) {
+        let Ok(payload) = message.get_payload::<String>() else {
+            return;
+        };
+        if let Some(department) = payload.strip_prefix("d:") {
+            dirty.insert(department.to_owned());
+        } else if let Some(agent) = payload.strip_prefix("a:") {
+            let _ = self.inner.notices.send(Notice::Agent(agent.to_owned()));
+        }
+    }
+}
+
+/// The live-state copy of an agent record.
+pub fn live_record(record: &AgentRecord) -> LiveRecord {
+    use tierline_types::Channel;
+    LiveRecord {
+        name: record.display_name.clone(),
+        depts: record
+            .departments
+            .iter()
+            .map(|d| (d.clone(), true))
+            .collect(),
+        team: record.team_id.clone(),
+        skills: record.skills.iter().map(|s| (s.clone(), true)).collect(),
+        cap: Channel::ALL
+            .iter()
+            .filter(|c| record.capacity.get(**c) > 0)
+            .map(|c| (c.as_str().to_owned(), f64::from(record.capacity.get(*c))))
+            .collect(),
+        dis: record.disabled,
+    }
+}
