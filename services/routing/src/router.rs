@@ -11,7 +11,7 @@
 //!
 //! Every router process runs the same loop against the same Redis; there is no leader.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +112,8 @@ struct Inner {
     redis_url: String,
     /// Set once the live state is known to be complete.
     built: watch::Sender<bool>,
+    /// Set when the server begins to shut down: streams end, the background loop stops.
+    stopping: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Router {
@@ -135,6 +137,7 @@ impl Router {
     ) -> Router {
         let (notices, _) = broadcast::channel(4096);
         let (built, _) = watch::channel(false);
+        let (stopping, _) = watch::channel(false);
         Router {
             inner: Arc::new(Inner {
                 live,
@@ -146,6 +149,7 @@ impl Router {
                 notices,
                 redis_url,
                 built,
+                stopping,
             }),
         }
     }
@@ -175,6 +179,17 @@ impl Router {
         self.inner.clock.now()
     }
 
+    /// Begins the shutdown: desktop streams end (their sessions keep their grace period, so
+    /// desktops resume on another router) and the background loop stops.
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Becomes true when the shutdown begins.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
+    }
+
     /// Change notices (for desktop sessions of this process).
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.inner.notices.subscribe()
@@ -200,83 +215,125 @@ impl Router {
         Ok(synced)
     }
 
-    /// One department's dispatch: offers until no more match. Returns the offers made.
+    /// Dispatches after a change in `department`: a round over that department and every other
+    /// department its ready agents serve (so an agent in several departments still takes the
+    /// best-ranked ticket across all of them). Returns the offers made.
     pub async fn dispatch(&self, department: &str) -> Result<usize> {
-        let mut made_total = 0;
-        // A round whose offers all went through may leave more to match (a queue longer than
-        // its head); one whose offers lost races re-reads. Bounded, as the next tick retries.
+        self.dispatch_rounds(vec![department.to_owned()], true)
+            .await
+    }
+
+    /// Dispatches every department in one round.
+    pub async fn dispatch_all(&self) -> Result<usize> {
+        let departments = self.inner.live.departments().await?;
+        self.dispatch_rounds(departments, false).await
+    }
+
+    /// Rounds until nothing more matches: a round whose offers all went through may leave more
+    /// (queues longer than their head); one whose offers lost races to another router re-reads.
+    /// Bounded: the next notice or tick carries on.
+    async fn dispatch_rounds(&self, departments: Vec<String>, expand: bool) -> Result<usize> {
+        let mut made = 0;
         for _ in 0..4 {
-            let now = self.now();
-            let s = &self.inner.settings;
-            let teams = self.inner.config.steps.team_ids();
-            let (tickets, agents) = self
-                .inner
-                .live
-                .peek(department, s.dispatch_tickets, s.dispatch_agents, &teams)
-                .await?;
-            if tickets.is_empty() || agents.is_empty() {
+            let (offers, more) = self.dispatch_round(&departments, expand).await?;
+            made += offers;
+            if offers == 0 || !more {
                 break;
             }
-            let now_ms = time_to_ms(now);
-            let refs: Vec<TicketRef> = tickets
-                .iter()
-                .map(|(id, t)| t.to_ref(id, None))
-                .collect::<Result<_, LiveError>>()?;
-            let versions: std::collections::BTreeMap<&str, &str> = tickets
-                .iter()
-                .map(|(id, t)| (id.as_str(), t.v.as_str()))
+        }
+        Ok(made)
+    }
+
+    /// One round: read the queue heads and ready agents of `departments` (and, with `expand`,
+    /// of the other departments those agents serve), decide with [`Snapshot::dispatch`] over
+    /// all of them at once (tickets in rank order across queues), and make the offers, one
+    /// script per department. Returns (offers made, whether another round may find more).
+    async fn dispatch_round(&self, departments: &[String], expand: bool) -> Result<(usize, bool)> {
+        let s = &self.inner.settings;
+        let teams = self.inner.config.steps.team_ids();
+        let mut read: BTreeSet<String> = BTreeSet::new();
+        let mut tickets: Vec<(String, LiveTicket)> = Vec::new();
+        let mut agents: BTreeMap<String, LiveAgent> = BTreeMap::new();
+        let mut full_head = false;
+        let mut pending: Vec<String> = departments.to_vec();
+        while !pending.is_empty() {
+            let batch: Vec<String> = pending
+                .drain(..)
+                .filter(|d| read.insert(d.clone()))
                 .collect();
-            let states: Vec<AgentState> = agents
-                .iter()
-                .map(|(id, a)| a.to_state(id, a.offer.clone(), now_ms))
-                .collect();
-            let snapshot = Snapshot::new(&self.inner.config, &states, &refs, now);
-            let matches = snapshot.dispatch();
-            if matches.is_empty() {
-                break;
+            let peeks = futures::future::join_all(batch.iter().map(|d| {
+                self.inner
+                    .live
+                    .peek(d, s.dispatch_tickets, s.dispatch_agents, &teams)
+            }))
+            .await;
+            for peeked in peeks {
+                let (t, a) = peeked?;
+                full_head |= t.len() >= s.dispatch_tickets;
+                tickets.extend(t);
+                for (id, agent) in a {
+                    if expand && let Some(rec) = &agent.rec {
+                        pending.extend(rec.depts.keys().filter(|d| !read.contains(*d)).cloned());
+                    }
+                    agents.insert(id, agent);
+                }
             }
-            let offers: Vec<NewOffer> = matches
-                .iter()
-                .map(|m| NewOffer {
+        }
+        if tickets.is_empty() || agents.is_empty() {
+            return Ok((0, false));
+        }
+        let now = self.now();
+        let now_ms = time_to_ms(now);
+        let refs: Vec<TicketRef> = tickets
+            .iter()
+            .map(|(id, t)| t.to_ref(id, None))
+            .collect::<Result<_, LiveError>>()?;
+        let by_id: BTreeMap<&str, &LiveTicket> =
+            tickets.iter().map(|(id, t)| (id.as_str(), t)).collect();
+        let states: Vec<AgentState> = agents
+            .iter()
+            .map(|(id, a)| a.to_state(id, a.offer.clone(), now_ms))
+            .collect();
+        let snapshot = Snapshot::new(&self.inner.config, &states, &refs, now);
+        let mut by_department: BTreeMap<String, Vec<NewOffer>> = BTreeMap::new();
+        for m in snapshot.dispatch() {
+            let Some(ticket) = by_id.get(m.ticket_id.as_str()) else {
+                continue;
+            };
+            by_department
+                .entry(ticket.dept.clone().unwrap_or_default())
+                .or_default()
+                .push(NewOffer {
                     ticket_id: m.ticket_id.clone(),
-                    ticket_version: versions
-                        .get(m.ticket_id.as_str())
-                        .map(|v| (*v).to_owned())
-                        .unwrap_or_default(),
+                    ticket_version: ticket.v.clone(),
                     agent_id: m.agent_id.clone(),
                     reservation_id: uuid::Uuid::new_v4().to_string(),
                     step: m.step_kind,
-                })
-                .collect();
-            let expire = self
-                .inner
-                .config
-                .offers
-                .expire_time(now)
-                .unwrap_or(now + Duration::from_secs(20));
-            let made = self
-                .inner
-                .live
-                .reserve(department, &offers, now, expire)
-                .await?;
-            made_total += made.len();
-            if made.len() == offers.len() && tickets.len() < s.dispatch_tickets {
-                break;
-            }
-            if made.is_empty() {
-                break;
-            }
+                });
         }
-        Ok(made_total)
-    }
-
-    /// Dispatches every department.
-    pub async fn dispatch_all(&self) -> Result<usize> {
+        if by_department.is_empty() {
+            return Ok((0, false));
+        }
+        let expire = self
+            .inner
+            .config
+            .offers
+            .expire_time(now)
+            .unwrap_or(now + Duration::from_secs(20));
+        let results = futures::future::join_all(
+            by_department
+                .iter()
+                .map(|(d, offers)| self.inner.live.reserve(d, offers, now, expire)),
+        )
+        .await;
         let mut made = 0;
-        for department in self.inner.live.departments().await? {
-            made += self.dispatch(&department).await?;
+        let mut lost = false;
+        for (result, offers) in results.into_iter().zip(by_department.values()) {
+            let reserved = result?;
+            lost |= reserved.len() < offers.len();
+            made += reserved.len();
         }
-        Ok(made)
+        Ok((made, full_head || lost))
     }
 
     /// Expires offers past their time (and accept holds of routers that died mid-accept).
@@ -492,13 +549,27 @@ impl Router {
         let mut tick = tokio::time::interval(self.inner.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge_every = 0u32;
+        // Whether the last tick failed, so an outage is logged when it starts and ends, not
+        // every tick.
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.tick(&mut purge_every).await {
-                tracing::warn!(error = %tierline_runtime::error::DisplayChain(&e), "router tick failed");
+            match self.tick(&mut purge_every).await {
+                Ok(()) if failing => {
+                    tracing::info!("router background work running again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %tierline_runtime::error::DisplayChain(&e), "router background work failing; retrying every tick");
+                    failing = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %tierline_runtime::error::DisplayChain(&e), "router tick failed");
+                }
             }
         }
         listener.abort();
