@@ -379,14 +379,17 @@ local o = jget(KEYS[1], ARGV[1])
 if not o then return {-2, false} end
 if o.agent ~= ARGV[2] then return {-3, o.st} end
 if o.st == 'accepted' then return {0, cjson.encode(o)} end
-if o.st == 'accepting' or (o.st == 'pending' and o.exp > tonumber(ARGV[3])) then
+-- A repeated accept re-takes its own hold while it runs; once the hold ran out the offer is
+-- as good as expired (the sweep ends it), like a pending one past its expiry.
+if (o.st == 'accepting' and (o.hold or 0) > tonumber(ARGV[3]))
+   or (o.st == 'pending' and o.exp > tonumber(ARGV[3])) then
   o.st = 'accepting'
   o.hold = tonumber(ARGV[4])
   jset(KEYS[1], ARGV[1], o)
   redis.call('ZADD', KEYS[2], o.hold, ARGV[1])
   return {1, cjson.encode(o)}
 end
-if o.st == 'pending' then return {-4, 'expired'} end
+if o.st == 'pending' or o.st == 'accepting' then return {-4, 'expired'} end
 return {-4, o.st}
 "#,
     )
@@ -633,8 +636,8 @@ return 1
     )
 });
 
-/// Sets presence. AVAILABLE needs a live session and an enabled agent; OFFLINE ends the
-/// session.
+/// Sets presence. AVAILABLE needs a connected desktop stream and an enabled agent; OFFLINE
+/// ends the session.
 ///
 /// KEYS: 1 agents, 2 ready, 3 staff, 4 leases. ARGV: 1 agent, 2 presence, 3 away reason,
 /// 4 note, 5 now, 6 events channel.
@@ -648,7 +651,7 @@ local a = jget(KEYS[1], ARGV[1])
 if not a or not a.rec then return {-2, false, false} end
 if ARGV[2] == 'available' then
   if a.rec.dis then return {-4, 'disabled', false} end
-  if not has_session(a, now) then return {-4, 'no_session', false} end
+  if not connected(a, now) then return {-4, 'no_session', false} end
 end
 local withdraw = false
 if ARGV[2] ~= 'available' and a.offer then withdraw = a.offer end
