@@ -87,8 +87,12 @@ pub async fn serve_with(
         clock,
         config.redis.url.clone(),
     );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(router.clone().run(stopped));
+    let background = tokio::spawn(router.clone().run(router.stopping()));
+    let stopping = router.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.stop();
+    };
     let result = ServiceHost::new(config.server.clone())
         .add_service(RoutingServiceServer::new(api::RoutingApi::new(
             router.clone(),
@@ -96,10 +100,10 @@ pub async fn serve_with(
         .add_service(AgentDesktopServiceServer::new(api::DesktopApi::new(
             router.clone(),
         )))
-        .add_service(AgentServiceServer::new(api::AgentApi::new(router)))
+        .add_service(AgentServiceServer::new(api::AgentApi::new(router.clone())))
         .serve(listener, shutdown)
         .await;
-    let _ = stop.send(true);
+    router.stop();
     background.abort();
     Ok(result?)
 }

@@ -71,6 +71,7 @@ pub async fn run(
     let mut renew = tokio::time::interval(settings.heartbeat_interval / 2);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut presence_hint = "away";
+    let mut stopping = router.stopping();
     loop {
         match refresh(
             &router,
@@ -93,6 +94,23 @@ pub async fn run(
             }
         }
         tokio::select! {
+            () = stopped(&mut stopping) => {
+                // The server is going away: end the stream so the desktop reconnects (to any
+                // router) with its session id, within the grace period.
+                let now = router.now();
+                if let Err(e) = live
+                    .touch_session(&agent_id, &session_id, false, now, now + settings.resume_grace)
+                    .await
+                {
+                    tracing::warn!(agent = %agent_id, error = %e, "could not start the resume grace");
+                }
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "the router is shutting down; reconnect with your session_id",
+                    )))
+                    .await;
+                return;
+            }
             _ = tx.closed() => {
                 let now = router.now();
                 if let Err(e) = live
@@ -127,6 +145,18 @@ pub async fn run(
                     last_sent = Instant::now();
                 }
             }
+        }
+    }
+}
+
+/// Resolves once `stopping` is true; never if the router is dropped without stopping.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stopping.borrow_and_update() {
+            return;
+        }
+        if stopping.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
