@@ -96,7 +96,12 @@ pub struct RunningService {
 impl RunningService {
     /// Starts `binary` with `env` and waits until its health check answers SERVING.
     pub async fn start(binary_name: &str, env: &[(&str, String)]) -> Result<Self> {
-        let port = free_port()?;
+        Self::start_on(binary_name, free_port()?, env).await
+    }
+
+    /// Like [`RunningService::start`] on a given port (for services that must know each
+    /// other's address before either runs).
+    pub async fn start_on(binary_name: &str, port: u16, env: &[(&str, String)]) -> Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut command = Command::new(binary(binary_name)?);
         command

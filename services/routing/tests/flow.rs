@@ -574,7 +574,6 @@ async fn ticket(tickets: &mut TicketServiceClient<GrpcChannel>, id: &str) -> tpb
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_live_state_is_rebuilt_from_the_ticket_service_without_losing_a_ticket() {
-    let _guard = tierline_runtime::telemetry::init("test", &Default::default());
     let mut w = world(1).await;
     upsert_agent(w.routers[0].clone(), "ana", "customer_service", 1).await;
     upsert_agent(w.routers[0].clone(), "bo", "customer_service", 1).await;
@@ -783,4 +782,331 @@ async fn a_key_account_ticket_climbs_its_steps_on_the_routers_clock() {
         .expect("the department's turn");
     assert_eq!(offer.step_kind, rpb::RoutingStepKind::Department as i32);
     assert_eq!(offer.ticket_id, id);
+}
+
+fn waiting_ticket(
+    department: &str,
+    tier: tierline_proto::common::Tier,
+    due_in: Duration,
+) -> rpb::RoutingTicket {
+    let now = OffsetDateTime::now_utc();
+    let ts = |t: OffsetDateTime| tierline_proto::prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: 0,
+    };
+    rpb::RoutingTicket {
+        ticket_id: uuid::Uuid::now_v7().to_string(),
+        ticket_number: "T-0000-0002".into(),
+        ticket_version: 1,
+        state: rpb::TicketRoutingState::Waiting as i32,
+        department: department.into(),
+        channel: Channel::Web as i32,
+        tier: tier as i32,
+        enqueue_time: Some(ts(now)),
+        pickup_due_time: Some(ts(now + due_in)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_of_two_departments_is_offered_the_best_ranked_ticket_across_both() {
+    let w = world(1).await;
+    let r = w.routers[0].clone();
+    AgentServiceClient::new(r.clone())
+        .upsert_agent(rpb::UpsertAgentRequest {
+            agent: Some(rpb::Agent {
+                id: "both".into(),
+                display_name: "Both".into(),
+                // "billing" sorts first: a router dispatching queue by queue would offer its
+                // ticket first.
+                departments: vec!["billing".into(), "sales".into()],
+                capacities: vec![rpb::ChannelCapacity {
+                    channel: Channel::Web as i32,
+                    max_active_tickets: 1,
+                }],
+                ..Default::default()
+            }),
+            update_mask: None,
+            expected_version: None,
+        })
+        .await
+        .expect("upsert");
+    let mut routing =
+        tierline_proto::routing::routing_service_client::RoutingServiceClient::new(r.clone());
+    let later = waiting_ticket(
+        "billing",
+        tierline_proto::common::Tier::C,
+        Duration::from_secs(4 * 3600),
+    );
+    let sooner = waiting_ticket(
+        "sales",
+        tierline_proto::common::Tier::A,
+        Duration::from_secs(900),
+    );
+    for t in [&later, &sooner] {
+        loop {
+            match routing
+                .sync_ticket(rpb::SyncTicketRequest {
+                    ticket: Some(t.clone()),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(s) if s.code() == tierline_proto::tonic::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("sync: {s:?}"),
+            }
+        }
+    }
+    let (_, _, mut stream) = open(r.clone(), "both", "").await;
+    let offer = next_event(&mut stream, Duration::from_secs(5), offer_of)
+        .await
+        .expect("an offer");
+    assert_eq!(
+        offer.ticket_id, sooner.ticket_id,
+        "the earlier due ticket, across queues"
+    );
+    assert_eq!(offer.department, "sales");
+}
+
+fn reason(status: &tierline_proto::tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+fn violated_fields(status: &tierline_proto::tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_calls_get_the_contracts_errors() {
+    use tierline_proto::tonic::Code;
+    let mut w = world(1).await;
+    let r = w.routers[0].clone();
+    upsert_agent(r.clone(), "ana", "customer_service", 1).await;
+    upsert_agent(r.clone(), "bo", "customer_service", 1).await;
+    let (_, _, mut ana) = open(r.clone(), "ana", "").await;
+    w.tickets
+        .create_ticket(complaint("errors-1"))
+        .await
+        .expect("create");
+    let offer = next_event(&mut ana, Duration::from_secs(10), offer_of)
+        .await
+        .expect("offer");
+    let mut desk = AgentDesktopServiceClient::new(r.clone());
+    let mut agents = AgentServiceClient::new(r.clone());
+
+    let e = agents
+        .get_agent(rpb::GetAgentRequest {
+            agent_id: "nobody".into(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = desk
+        .open_session(rpb::OpenSessionRequest {
+            agent_id: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = desk
+        .accept_offer(rpb::AcceptOfferRequest {
+            agent_id: "bo".into(),
+            reservation_id: offer.reservation_id.clone(),
+        })
+        .await
+        .expect_err("not bo's");
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "OFFER_NOT_YOURS")
+    );
+    let e = desk
+        .accept_offer(rpb::AcceptOfferRequest {
+            agent_id: "ana".into(),
+            reservation_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .expect_err("unknown reservation");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = desk
+        .accept_offer(rpb::AcceptOfferRequest {
+            agent_id: "ana has spaces".into(),
+            reservation_id: "x".into(),
+        })
+        .await
+        .expect_err("malformed");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&e), ["agent_id"]);
+    let e = desk
+        .set_presence(rpb::SetPresenceRequest {
+            agent_id: "ana".into(),
+            state: rpb::AgentPresenceState::Away as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("away needs a reason");
+    assert_eq!(violated_fields(&e), ["away_reason"]);
+    let e = desk
+        .set_presence(rpb::SetPresenceRequest {
+            agent_id: "bo".into(),
+            state: rpb::AgentPresenceState::Available as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no desktop");
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "NO_SESSION")
+    );
+    let e = agents
+        .upsert_agent(rpb::UpsertAgentRequest {
+            agent: Some(rpb::Agent {
+                id: "ana".into(),
+                display_name: "Ana".into(),
+                ..Default::default()
+            }),
+            update_mask: None,
+            expected_version: Some(99),
+        })
+        .await
+        .expect_err("stale");
+    assert_eq!(e.code(), Code::Aborted);
+    // Going away withdraws the pending offer, which the desktop hears about.
+    desk.set_presence(rpb::SetPresenceRequest {
+        agent_id: "ana".into(),
+        state: rpb::AgentPresenceState::Away as i32,
+        away_reason: rpb::AwayReason::Break as i32,
+        note: String::new(),
+    })
+    .await
+    .expect("away");
+    let cancelled = next_event(&mut ana, Duration::from_secs(5), cancelled_of)
+        .await
+        .expect("withdrawn");
+    assert_eq!(
+        cancelled.reason,
+        rpb::OfferCancelReason::PresenceChanged as i32
+    );
+    let e = desk
+        .accept_offer(rpb::AcceptOfferRequest {
+            agent_id: "ana".into(),
+            reservation_id: offer.reservation_id.clone(),
+        })
+        .await
+        .expect_err("withdrawn");
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "OFFER_NOT_PENDING")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_down_calls_answer_unavailable_quickly() {
+    use tierline_proto::tonic::Code;
+    let pool = database("routing").await;
+    tierline_routing::agents::MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrate");
+    let on = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = on.local_addr().expect("addr");
+    let mut config = tierline_routing::config::Config::default();
+    // Nothing listens on port 1.
+    config.redis.url = "redis://127.0.0.1:1".into();
+    config.ticket_service.endpoint = "http://127.0.0.1:1".into();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(tierline_routing::serve_with(
+        on,
+        config,
+        pool,
+        Arc::new(SystemClock),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let _running = Running {
+        addr,
+        stop: Some(stop),
+    };
+    let ch = channel(addr).await;
+    upsert_agent(ch.clone(), "ana", "customer_service", 1).await;
+    let started = std::time::Instant::now();
+    let e = AgentServiceClient::new(ch.clone())
+        .get_agent(rpb::GetAgentRequest {
+            agent_id: "ana".into(),
+        })
+        .await
+        .expect_err("no live state");
+    assert_eq!(e.code(), Code::Unavailable);
+    let e = tierline_proto::routing::routing_service_client::RoutingServiceClient::new(ch.clone())
+        .get_queue_stats(rpb::GetQueueStatsRequest::default())
+        .await
+        .expect_err("no live state");
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn equal_agents_get_equal_shares() {
+    let mut w = world(1).await;
+    let agents: Vec<String> = (0..6).map(|i| format!("even-{i}")).collect();
+    for a in &agents {
+        // Capacity well above the share, so it is selection, not capacity, that spreads load.
+        upsert_agent(w.routers[0].clone(), a, "customer_service", 12).await;
+    }
+    let log = Arc::new(Mutex::new(Log::default()));
+    let desktops: Vec<_> = agents
+        .iter()
+        .map(|a| desktop(w.routers[0].clone(), a.clone(), log.clone(), |_, _| false))
+        .collect();
+    // One at a time, each taken before the next arrives: the selection rule alone decides
+    // (with tickets arriving together, whoever answers offers fastest is free more often).
+    for i in 0..36 {
+        w.tickets
+            .create_ticket(complaint(&format!("even-{i}")))
+            .await
+            .expect("create");
+        let mut taken = false;
+        for _ in 0..200 {
+            if assigned_tickets(&mut w.tickets).await.len() == i + 1 {
+                taken = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(taken, "ticket {i} assigned");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = log.lock().expect("log");
+    let mut per_agent: BTreeMap<&str, usize> = agents.iter().map(|a| (a.as_str(), 0)).collect();
+    for acceptors in log.accepted.values() {
+        *per_agent.entry(acceptors[0].as_str()).or_default() += 1;
+    }
+    let total: usize = per_agent.values().sum();
+    let (min, max) = (
+        per_agent.values().min().copied().unwrap_or(0),
+        per_agent.values().max().copied().unwrap_or(0),
+    );
+    println!("assignments per agent: {per_agent:?}");
+    assert_eq!(total, 36);
+    assert!(max - min <= 1, "uneven: {per_agent:?}");
+    for d in desktops {
+        d.abort();
+    }
 }
