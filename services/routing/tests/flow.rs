@@ -1110,3 +1110,86 @@ async fn equal_agents_get_equal_shares() {
         d.abort();
     }
 }
+
+async fn transition(
+    tickets: &mut TicketServiceClient<GrpcChannel>,
+    id: &str,
+    target: tpb::TicketState,
+    agent: &str,
+) {
+    let mut request = tierline_proto::tonic::Request::new(tpb::TransitionTicketRequest {
+        ticket_id: id.into(),
+        target_state: target as i32,
+        resolution_summary: if target == tpb::TicketState::Resolved {
+            "refunded the second charge".into()
+        } else {
+            String::new()
+        },
+        hold_reason: if target == tpb::TicketState::OnHold {
+            tpb::HoldReason::ThirdParty as i32
+        } else {
+            0
+        },
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "tierline-actor",
+        format!("agent:{agent}").parse().expect("metadata"),
+    );
+    tickets
+        .transition_ticket(request)
+        .await
+        .expect("transition");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parking_or_resolving_a_ticket_frees_the_agent_for_the_next() {
+    let mut w = world(1).await;
+    upsert_agent(w.routers[0].clone(), "ana", "customer_service", 1).await;
+    let (_, _, mut ana) = open(w.routers[0].clone(), "ana", "").await;
+    let mut desk = AgentDesktopServiceClient::new(w.routers[0].clone());
+    let mut take =
+        async |stream: &mut tierline_proto::tonic::Streaming<rpb::OpenSessionResponse>| {
+            let offer = next_event(stream, Duration::from_secs(10), offer_of)
+                .await
+                .expect("offer");
+            desk.accept_offer(rpb::AcceptOfferRequest {
+                agent_id: "ana".into(),
+                reservation_id: offer.reservation_id,
+            })
+            .await
+            .expect("accept");
+            offer.ticket_id
+        };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            w.tickets
+                .create_ticket(complaint(&format!("free-{i}")))
+                .await
+                .expect("create")
+                .into_inner()
+                .ticket
+                .expect("ticket")
+                .id,
+        );
+    }
+    let first = take(&mut ana).await;
+    // At capacity: nothing more until the first ticket stops occupying her.
+    assert!(
+        next_event(&mut ana, Duration::from_millis(800), offer_of)
+            .await
+            .is_none()
+    );
+    transition(&mut w.tickets, &first, tpb::TicketState::InProgress, "ana").await;
+    transition(&mut w.tickets, &first, tpb::TicketState::OnHold, "ana").await;
+    let second = take(&mut ana).await;
+    assert_ne!(second, first, "parked: her capacity is free");
+    transition(&mut w.tickets, &second, tpb::TicketState::InProgress, "ana").await;
+    transition(&mut w.tickets, &second, tpb::TicketState::Resolved, "ana").await;
+    let third = take(&mut ana).await;
+    let mut taken = vec![first, second, third];
+    taken.sort();
+    ids.sort();
+    assert_eq!(taken, ids, "each ticket once");
+}
