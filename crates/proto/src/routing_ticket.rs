@@ -33,9 +33,8 @@ pub fn routing_state(state: TicketState) -> TicketRoutingState {
 /// offered it (skills, key account and account manager, preferred agent) and what an offer shows.
 ///
 /// Every field is filled whatever the state; the router reads what the state needs. The tier is
-/// the customer snapshot's; while the customer is unresolved the ticket carries no snapshot and
-/// the tier is the one its `priority` was computed with (see [`effective_tier`]). The customer's
-/// id is sent only once the customer is resolved (an id given at intake is not yet confirmed).
+/// [`effective_tier`]. The customer's id is sent only once the customer is resolved (an id given
+/// at intake is not yet confirmed).
 pub fn routing_ticket(ticket: &Ticket) -> RoutingTicket {
     let state = TicketState::try_from(ticket.state).unwrap_or(TicketState::Unspecified);
     let snapshot = ticket.customer.as_ref();
@@ -77,28 +76,17 @@ pub fn routing_ticket(ticket: &Ticket) -> RoutingTicket {
     }
 }
 
-/// The tier routing uses for `ticket`: the customer snapshot's tier, or, while the customer is
-/// unresolved (no snapshot), the configured default tier the ticket service used. The wire
-/// ticket does not carry that default directly, but its `priority` is computed from it by the
-/// documented rule (tier points A 300, B 200, C 100, plus at most 49 for severity and boost, plus
-/// 100 per escalation), so the hundreds left after the escalations name the tier. UNSPECIFIED
-/// if the priority fits no tier (the router refuses it, and the caller logs it).
+/// The tier routing uses for `ticket`: `routing.tier` (the customer's, or the configured default
+/// while the customer is unresolved), else the customer snapshot's. UNSPECIFIED if neither is
+/// set (the router refuses it, and the caller logs it).
 pub fn effective_tier(ticket: &Ticket) -> Tier {
-    if let Some(tier) = ticket
-        .customer
+    let set = |raw: i32| Tier::try_from(raw).ok().filter(|t| *t != Tier::Unspecified);
+    ticket
+        .routing
         .as_ref()
-        .and_then(|c| Tier::try_from(c.tier).ok())
-        .filter(|t| *t != Tier::Unspecified)
-    {
-        return tier;
-    }
-    let base = i64::from(ticket.priority) - 100 * i64::from(escalation_level(ticket));
-    match base.div_euclid(100) {
-        3 => Tier::A,
-        2 => Tier::B,
-        1 => Tier::C,
-        _ => Tier::Unspecified,
-    }
+        .and_then(|r| set(r.tier))
+        .or_else(|| ticket.customer.as_ref().and_then(|c| set(c.tier)))
+        .unwrap_or(Tier::Unspecified)
 }
 
 fn escalation_level(ticket: &Ticket) -> i32 {
@@ -165,6 +153,7 @@ mod tests {
                 pickup_due_time: at(400),
                 preferred_agent_id: "agent-3".into(),
                 reservation_id: "0191d3a0-0000-7000-8000-0000000000f1".into(),
+                tier: Tier::A as i32,
             }),
             sla: Some(Sla {
                 escalation_level: 1,
@@ -234,56 +223,35 @@ mod tests {
     }
 
     #[test]
-    fn an_unresolved_customer_gets_the_tier_the_priority_was_computed_with() {
-        for (priority, escalations, tier) in [
-            // C + LOW, no boost; C + CRITICAL + the largest boost.
-            (110, 0, Tier::C),
-            (149, 0, Tier::C),
-            (220, 0, Tier::B),
-            (349, 0, Tier::A),
-            // Each escalation adds a tier step that is not the customer's.
-            (230, 1, Tier::C),
-            (449, 1, Tier::A),
-            (520, 3, Tier::B),
-            // Nothing a ticket service computes.
-            (0, 0, Tier::Unspecified),
-            (90, 0, Tier::Unspecified),
-            (450, 0, Tier::Unspecified),
-            (150, 2, Tier::Unspecified),
-        ] {
-            let mut t = ticket(TicketState::New);
-            t.customer = None;
-            t.customer_resolution = CustomerResolution::Pending as i32;
-            t.priority = priority;
-            t.sla = Some(Sla {
-                escalation_level: escalations,
-                ..Default::default()
-            });
-            let sent = routing_ticket(&t);
-            assert_eq!(
-                sent.tier, tier as i32,
-                "priority {priority}, {escalations} up"
-            );
-            assert_eq!(effective_tier(&t), tier);
-            // No snapshot: no key account, manager, name, nor an unconfirmed customer id.
-            assert!(!sent.key_account);
-            assert_eq!(sent.account_manager_id, "");
-            assert_eq!(sent.customer_display_name, "");
-            assert_eq!(sent.customer_id, "");
+    fn an_unresolved_customer_gets_the_tier_the_ticket_service_routes_by() {
+        let mut t = ticket(TicketState::New);
+        t.customer = None;
+        t.customer_resolution = CustomerResolution::Pending as i32;
+        if let Some(r) = t.routing.as_mut() {
+            r.tier = Tier::C as i32;
         }
+        let sent = routing_ticket(&t);
+        assert_eq!(sent.tier, Tier::C as i32);
+        // No snapshot: no key account, manager, name, nor an unconfirmed customer id.
+        assert!(!sent.key_account);
+        assert_eq!(sent.account_manager_id, "");
+        assert_eq!(sent.customer_display_name, "");
+        assert_eq!(sent.customer_id, "");
     }
 
     #[test]
-    fn the_snapshot_tier_wins_over_the_priority() {
+    fn without_a_routing_tier_the_snapshot_tier_is_used_and_else_none() {
         let mut t = ticket(TicketState::Queued);
+        if let Some(r) = t.routing.as_mut() {
+            r.tier = Tier::Unspecified as i32;
+        }
         t.customer = Some(CustomerSnapshot {
-            tier: Tier::C as i32,
+            tier: Tier::B as i32,
             ..Default::default()
         });
-        t.priority = 349;
-        t.sla = None;
-        assert_eq!(routing_ticket(&t).tier, Tier::C as i32);
-        assert_eq!(routing_ticket(&t).escalation_level, 0);
+        assert_eq!(effective_tier(&t), Tier::B);
+        t.customer = None;
+        assert_eq!(effective_tier(&t), Tier::Unspecified);
     }
 
     #[test]

@@ -620,6 +620,7 @@ pub fn ticket_to_wire(
                 .reservation_id
                 .map(|r| r.to_string())
                 .unwrap_or_default(),
+            tier: t.customer.tier().unwrap_or(rules.default_tier).to_wire() as i32,
         }),
         merged_into_ticket_id: t.merged_into.map(|m| m.to_string()).unwrap_or_default(),
         links: links.iter().map(link_to_wire).collect(),
