@@ -29,7 +29,7 @@ use crate::agents::PgAgents;
 use crate::config::Config;
 use crate::live::RedisSettings;
 use crate::live::keys::Keys;
-use crate::live::state::Live;
+use crate::live::on_redis::RedisLive;
 use crate::router::{Clock, Router, SystemClock};
 use crate::tickets::Tickets;
 
@@ -71,6 +71,8 @@ pub async fn serve_with(
     let mut settings = RedisSettings::new(config.redis.url.clone());
     settings.response_timeout = config.redis.response_timeout;
     let conn = live::connect_lazy(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+    let client = redis::Client::open(config.redis.url.as_str())
+        .map_err(|e| StartError::Config(format!("redis.url: {e}")))?;
     let keys = Keys::new(config.redis.key_prefix.clone())
         .map_err(|e| StartError::Config(e.to_string()))?;
     let tickets = Tickets::new(
@@ -79,13 +81,12 @@ pub async fn serve_with(
     )
     .map_err(StartError::Config)?;
     let router = Router::new(
-        Live::new(conn, keys),
+        Arc::new(RedisLive::new(client, conn, keys)),
         PgAgents::new(pool),
         tickets,
         config.routing.clone(),
         config.router,
         clock,
-        config.redis.url.clone(),
     );
     let background = tokio::spawn(router.clone().run(router.stopping()));
     let stopping = router.clone();

@@ -28,7 +28,7 @@ use crate::domain::select::Snapshot;
 use crate::error::{Error, Result};
 use crate::live::LiveError;
 use crate::live::model::{LiveAgent, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
-use crate::live::state::{Claim, Ended, Live, NewOffer, Outcome, Synced, TicketSync};
+use crate::live::state::{Claim, Ended, LiveState, NewOffer, Outcome, Synced, TicketSync};
 use crate::tickets::{AssignError, Tickets};
 
 /// Where the time comes from: the system clock, or a test's.
@@ -101,15 +101,13 @@ pub struct Router {
 }
 
 struct Inner {
-    live: Live,
+    live: Arc<dyn LiveState>,
     agents: PgAgents,
     tickets: Tickets,
     config: RoutingConfig,
     settings: RouterSettings,
     clock: Arc<dyn Clock>,
     notices: broadcast::Sender<Notice>,
-    /// Redis URL for the pub/sub connection (a dedicated one, as subscribing takes it over).
-    redis_url: String,
     /// Set once the live state is known to be complete.
     built: watch::Sender<bool>,
     /// Set when the server begins to shut down: streams end, the background loop stops.
@@ -127,13 +125,12 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// A router over its parts.
     pub fn new(
-        live: Live,
+        live: Arc<dyn LiveState>,
         agents: PgAgents,
         tickets: Tickets,
         config: RoutingConfig,
         settings: RouterSettings,
         clock: Arc<dyn Clock>,
-        redis_url: String,
     ) -> Router {
         let (notices, _) = broadcast::channel(4096);
         let (built, _) = watch::channel(false);
@@ -147,7 +144,6 @@ impl Router {
                 settings,
                 clock,
                 notices,
-                redis_url,
                 built,
                 stopping,
             }),
@@ -155,8 +151,8 @@ impl Router {
     }
 
     /// The live state.
-    pub fn live(&self) -> &Live {
-        &self.inner.live
+    pub fn live(&self) -> &dyn LiveState {
+        self.inner.live.as_ref()
     }
 
     /// The agent records.
@@ -644,43 +640,33 @@ impl Router {
         Ok(())
     }
 
-    /// Listens to the change notices of every router on this Redis; reconnects after a loss.
+    /// Listens to the change notices of every router sharing the live state; reconnects after
+    /// a loss.
     async fn listen(self, shutdown: watch::Receiver<bool>) {
-        let channel = self.inner.live.keys().events();
         let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut logged = false;
         while !*shutdown.borrow() {
-            let client = match redis::Client::open(self.inner.redis_url.as_str()) {
-                Ok(client) => client,
-                Err(e) => {
-                    tracing::error!(error = %e, "redis url");
-                    return;
+            let mut messages = match self.inner.live.notices().await {
+                Ok(messages) => {
+                    logged = false;
+                    messages
                 }
-            };
-            let pubsub = match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => pubsub,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "subscribe failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                },
                 Err(e) => {
-                    tracing::warn!(error = %e, "redis pub/sub unavailable; retrying");
+                    if !logged {
+                        tracing::warn!(error = %e, "change notices unavailable; retrying every second");
+                        logged = true;
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
-            let mut messages = pubsub.into_on_message();
-            loop {
-                // Coalesce a burst of notices into one dispatch per department.
-                let first = messages.next().await;
-                let Some(message) = first else { break };
-                self.note(message, &mut dirty);
-                while let Ok(Some(message)) =
+            // Coalesce a burst of notices into one dispatch per department.
+            while let Some(payload) = messages.next().await {
+                self.note(&payload, &mut dirty);
+                while let Ok(Some(payload)) =
                     tokio::time::timeout(Duration::from_millis(1), messages.next()).await
                 {
-                    self.note(message, &mut dirty);
+                    self.note(&payload, &mut dirty);
                 }
                 if *self.inner.built.borrow() {
                     for department in std::mem::take(&mut dirty) {
@@ -693,10 +679,7 @@ impl Router {
         }
     }
 
-    fn note(&self, message: redis::Msg, dirty: &mut BTreeSet<String>) {
-        let Ok(payload) = message.get_payload::<String>() else {
-            return;
-        };
+    fn note(&self, payload: &str, dirty: &mut BTreeSet<String>) {
         if let Some(department) = payload.strip_prefix("d:") {
             dirty.insert(department.to_owned());
         } else if let Some(agent) = payload.strip_prefix("a:") {

@@ -21,7 +21,8 @@ use tierline_routing::domain::queue::TierTargets;
 use tierline_routing::error::Error;
 use tierline_routing::live::keys::Keys;
 use tierline_routing::live::model::TicketData;
-use tierline_routing::live::state::{Live, RoutingState, TicketSync};
+use tierline_routing::live::on_redis::RedisLive;
+use tierline_routing::live::state::{LiveState, RoutingState, TicketSync};
 use tierline_routing::live::{self, RedisSettings};
 use tierline_routing::router::{ManualClock, Router, live_record};
 use tierline_routing::tickets::Tickets;
@@ -41,6 +42,8 @@ fn url() -> String {
 struct Fixture {
     router: Router,
     stop: tokio::sync::watch::Sender<bool>,
+    /// This test's key prefix pattern, for cleanup.
+    pattern: String,
 }
 
 impl Fixture {
@@ -51,7 +54,12 @@ impl Fixture {
             .await
             .expect("redis at 127.0.0.1:6379");
         let keys = Keys::new(format!("test:{}:", uuid::Uuid::new_v4())).expect("valid prefix");
-        let live = Live::new(conn, keys);
+        let pattern = keys.pattern();
+        let live = Arc::new(RedisLive::new(
+            redis::Client::open(url()).expect("url"),
+            conn,
+            keys,
+        ));
         live.mark_built(T0).await.expect("mark built");
         let router = Router::new(
             live,
@@ -60,7 +68,6 @@ impl Fixture {
             RoutingConfig::default(),
             RouterSettings::default(),
             Arc::new(ManualClock::new(T0)),
-            url(),
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(router.clone().run(stopped));
@@ -71,7 +78,11 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         router.check_built().expect("the loop saw the built marker");
-        Fixture { router, stop }
+        Fixture {
+            router,
+            stop,
+            pattern,
+        }
     }
 
     async fn cleanup(self) {
@@ -82,7 +93,7 @@ impl Fixture {
         let mut found: Vec<String> = Vec::new();
         {
             let mut iter = conn
-                .scan_match::<_, String>(self.router.live().keys().pattern())
+                .scan_match::<_, String>(self.pattern.clone())
                 .await
                 .expect("scan");
             while let Some(key) = iter.next().await {
@@ -600,13 +611,16 @@ async fn watching_streams_a_snapshot_at_once_then_every_interval(pool: PgPool) {
     // error.
     let conn = live::connect_lazy(&RedisSettings::new("redis://127.0.0.1:1")).expect("lazy");
     let down = Router::new(
-        Live::new(conn, Keys::new("test:down:").expect("prefix")),
+        Arc::new(RedisLive::new(
+            redis::Client::open("redis://127.0.0.1:1").expect("url"),
+            conn,
+            Keys::new("test:down:").expect("prefix"),
+        )),
         PgAgents::new(pool),
         Tickets::new("http://127.0.0.1:1", Duration::from_millis(200)).expect("endpoint"),
         RoutingConfig::default(),
         RouterSettings::default(),
         Arc::new(ManualClock::new(T0)),
-        "redis://127.0.0.1:1".into(),
     );
     let mut stream = Box::pin(
         insight::watch_queue_stats(down, pb::WatchQueueStatsRequest::default()).expect("valid"),

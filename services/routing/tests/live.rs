@@ -14,8 +14,9 @@ use tierline_routing::live::keys::Keys;
 use tierline_routing::live::model::{
     LiveAgent, LiveOffer, LiveRecord, LiveTicket, OutcomeCounts, TicketData,
 };
+use tierline_routing::live::on_redis::RedisLive;
 use tierline_routing::live::state::{
-    Claim, Ended, Live, NewOffer, Outcome, PresenceSet, RoutingState, Synced, TicketSync,
+    Claim, Ended, LiveState, NewOffer, Outcome, PresenceSet, RoutingState, Synced, TicketSync,
 };
 use tierline_routing::live::{self, RedisSettings};
 use tierline_types::{Channel, Tier};
@@ -24,12 +25,16 @@ use time::macros::datetime;
 
 const T0: OffsetDateTime = datetime!(2026-03-02 09:00 UTC);
 
+fn client() -> redis::Client {
+    redis::Client::open(url()).expect("redis url")
+}
+
 fn url() -> String {
     std::env::var("TIERLINE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 struct Fixture {
-    live: Live,
+    live: RedisLive,
 }
 
 impl Fixture {
@@ -39,7 +44,7 @@ impl Fixture {
             .expect("redis at 127.0.0.1:6379");
         let keys = Keys::new(format!("test:{}:", uuid::Uuid::new_v4())).expect("valid prefix");
         Fixture {
-            live: Live::new(conn, keys),
+            live: RedisLive::new(client(), conn, keys),
         }
     }
 
@@ -281,7 +286,7 @@ fn record_caps(departments: &[&str], caps: &[(&str, u32)]) -> LiveRecord {
 }
 
 /// Opens a new session, AVAILABLE and connected until `at(LEASE)`; the session id is `s-<id>`.
-async fn sign_in(live: &Live, agent: &str, rec: &LiveRecord) {
+async fn sign_in(live: &dyn LiveState, agent: &str, rec: &LiveRecord) {
     let (resumed, session, withdraw) = live
         .open_session(
             agent,
@@ -310,7 +315,7 @@ fn offer(ticket: &str, version: i64, agent: &str, rid: &str) -> NewOffer {
 }
 
 /// Reserves one offer made at `at(secs)`, expiring 20 s later; whether it was made.
-async fn reserve1(live: &Live, o: NewOffer, secs: i64) -> bool {
+async fn reserve1(live: &dyn LiveState, o: NewOffer, secs: i64) -> bool {
     let rid = o.reservation_id.clone();
     let made = live
         .reserve("support", &[o], at(secs), at(secs + 20))
@@ -320,7 +325,7 @@ async fn reserve1(live: &Live, o: NewOffer, secs: i64) -> bool {
     made == [rid]
 }
 
-async fn sync(live: &Live, s: &TicketSync, secs: i64) -> Synced {
+async fn sync(live: &dyn LiveState, s: &TicketSync, secs: i64) -> Synced {
     live.sync(s, at(secs)).await.expect("sync")
 }
 
@@ -339,27 +344,27 @@ fn voice(mut s: TicketSync) -> TicketSync {
     s
 }
 
-async fn head(live: &Live, department: &str) -> Vec<String> {
+async fn head(live: &dyn LiveState, department: &str) -> Vec<String> {
     let (ids, len) = live.queue_head(department, 100).await.expect("queue head");
     assert_eq!(ids.len() as u64, len);
     ids
 }
 
-async fn agent(live: &Live, id: &str) -> LiveAgent {
+async fn agent(live: &dyn LiveState, id: &str) -> LiveAgent {
     live.agent(id)
         .await
         .expect("read agent")
         .expect("agent known")
 }
 
-async fn ticket(live: &Live, id: &str) -> LiveTicket {
+async fn ticket(live: &dyn LiveState, id: &str) -> LiveTicket {
     live.ticket(id)
         .await
         .expect("read ticket")
         .expect("ticket known")
 }
 
-async fn offer_of(live: &Live, rid: &str) -> LiveOffer {
+async fn offer_of(live: &dyn LiveState, rid: &str) -> LiveOffer {
     live.offer(rid)
         .await
         .expect("read offer")
@@ -368,7 +373,7 @@ async fn offer_of(live: &Live, rid: &str) -> LiveOffer {
 
 /// The agents a dispatch round of `department` would read (ready ones, plus team members of
 /// `teams`, plus agents the waiting tickets name). Needs a waiting ticket in the department.
-async fn peeked_agents(live: &Live, department: &str, teams: &[&str]) -> BTreeSet<String> {
+async fn peeked_agents(live: &dyn LiveState, department: &str, teams: &[&str]) -> BTreeSet<String> {
     let (tickets, agents) = live.peek(department, 10, 100, teams).await.expect("peek");
     assert!(
         !tickets.is_empty(),
@@ -389,7 +394,7 @@ fn ended(e: Ended) -> LiveOffer {
 }
 
 /// Expires `rid` at `at(secs)` as the expiry sweep does (away after 2 missed).
-async fn expire(live: &Live, rid: &str, secs: i64) -> Ended {
+async fn expire(live: &dyn LiveState, rid: &str, secs: i64) -> Ended {
     live.end_offer(
         rid,
         Outcome::Expired,
@@ -402,7 +407,7 @@ async fn expire(live: &Live, rid: &str, secs: i64) -> Ended {
     .expect("expire")
 }
 
-async fn due(live: &Live, secs: i64) -> Vec<String> {
+async fn due(live: &dyn LiveState, secs: i64) -> Vec<String> {
     live.due_offers(at(secs), 100).await.expect("due offers")
 }
 

@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::live::LiveError;
 use crate::live::model::{LiveAgent, LiveTicket, OutcomeCounts, TicketData, time_to_ms};
 use crate::live::scripts::WINDOW_MINUTES;
-use crate::live::state::{DeptWaiting, Live, RoutingState, TicketSync, TierWaiting};
+use crate::live::state::{DeptWaiting, LiveState, RoutingState, TicketSync, TierWaiting};
 use crate::router::{Router, live_record};
 
 /// Agents read per department or team index. The router's own dispatch reads at most
@@ -851,7 +851,7 @@ fn named_agents(t: &TicketRef) -> impl Iterator<Item = String> + '_ {
 
 /// The live entries of `ids`, in one HMGET; unknown agents are left out.
 async fn read_agents(
-    live: &Live,
+    live: &dyn LiveState,
     ids: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, LiveAgent>, LiveError> {
     let ids: Vec<String> = ids.iter().cloned().collect();
@@ -860,7 +860,7 @@ async fn read_agents(
 
 /// The ticket of each agent's pending offer, by reservation, in one HMGET.
 async fn read_offer_tickets(
-    live: &Live,
+    live: &dyn LiveState,
     agents: &BTreeMap<String, LiveAgent>,
 ) -> Result<BTreeMap<String, String>, LiveError> {
     let rids: Vec<String> = agents

@@ -45,7 +45,7 @@ pub async fn run(
 ) {
     let settings = *router.settings();
     let agent_id = record.id.clone();
-    let live = router.live().clone();
+    let live = router.live();
     let status = match live.agent(&agent_id).await {
         Ok(Some(a)) => super::convert::status_to_proto(&a, time_to_ms(router.now())),
         _ => super::convert::offline_status(),

@@ -1,7 +1,8 @@
 //! The router's live state in Redis: queues, agents, offers, changed only by Lua scripts.
 //!
-//! Reading order: [`keys`] (names and the one hash tag), [`scripts`] (every change, atomic),
-//! [`model`] (the JSON each script keeps), [`state`] (the Rust API over them).
+//! Reading order: [`state`] (the operations, as the [`state::LiveState`] trait), [`keys`]
+//! (names and the one hash tag), [`scripts`] (every change, atomic), [`model`] (the JSON each
+//! script keeps), [`on_redis`] (the trait on Redis).
 //!
 //! # Key layout
 //!
@@ -46,6 +47,7 @@
 
 pub mod keys;
 pub mod model;
+pub mod on_redis;
 pub mod scripts;
 pub mod state;
 
