@@ -102,9 +102,20 @@ impl RunningService {
     /// Like [`RunningService::start`] on a given port (for services that must know each
     /// other's address before either runs).
     pub async fn start_on(binary_name: &str, port: u16, env: &[(&str, String)]) -> Result<Self> {
+        Self::start_with_args(binary_name, port, env, &[]).await
+    }
+
+    /// Like [`RunningService::start_on`], with command-line arguments (`--config FILE`).
+    pub async fn start_with_args(
+        binary_name: &str,
+        port: u16,
+        env: &[(&str, String)],
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Self> {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut command = Command::new(binary(binary_name)?);
         command
+            .args(args)
             .env("TIERLINE_SERVER__LISTEN", addr.to_string())
             .env("TIERLINE_TELEMETRY__LOG_FILTER", "warn")
             .stdin(Stdio::null());
@@ -180,4 +191,260 @@ impl Drop for RunningService {
             let _ = self.child.wait();
         }
     }
+}
+
+/// URL of the Redis the tests use; `scripts/test` sets `TIERLINE_TEST_REDIS_URL`.
+pub fn redis_url() -> String {
+    std::env::var("TIERLINE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// How [`Stack::start`] configures the three services beyond what it sets itself.
+///
+/// Each `*_config` is the text of a TOML configuration file (empty: no file), for what the
+/// environment cannot express, such as the routing service's `[routing.steps] key_account` list.
+/// The environment wins over the file, so the keys the stack sets in the environment (see
+/// [`Stack::start`]) are changed with the `*_env` lists instead, whose entries win over the
+/// stack's.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Configuration file of `tierline-customer`.
+    pub customer_config: String,
+    /// Configuration file of `tierline-ticket`.
+    pub ticket_config: String,
+    /// Configuration file of `tierline-routing`.
+    pub routing_config: String,
+    /// Extra environment of `tierline-customer`.
+    pub customer_env: Vec<(&'static str, String)>,
+    /// Extra environment of `tierline-ticket`.
+    pub ticket_env: Vec<(&'static str, String)>,
+    /// Extra environment of `tierline-routing`.
+    pub routing_env: Vec<(&'static str, String)>,
+}
+
+/// The three service binaries wired to each other, each on a fresh database, the router on a
+/// Redis key prefix of its own, with a client of every gRPC service. Stop it with
+/// [`Stack::stop`], which also checks that every process exits cleanly on SIGTERM (a stack that
+/// is dropped instead kills its processes).
+pub struct Stack {
+    /// `tierline.customer.v1.CustomerService`.
+    pub customers:
+        tierline_proto::customer::customer_service_client::CustomerServiceClient<Channel>,
+    /// `tierline.ticket.v1.TicketService`.
+    pub tickets: tierline_proto::ticket::ticket_service_client::TicketServiceClient<Channel>,
+    /// `tierline.routing.v1.RoutingService`.
+    pub routing: tierline_proto::routing::routing_service_client::RoutingServiceClient<Channel>,
+    /// `tierline.routing.v1.AgentService`.
+    pub agents: tierline_proto::routing::agent_service_client::AgentServiceClient<Channel>,
+    /// `tierline.routing.v1.AgentDesktopService`.
+    pub desktops:
+        tierline_proto::routing::agent_desktop_service_client::AgentDesktopServiceClient<Channel>,
+    /// The router's Redis key prefix (`test:<uuid>:`).
+    pub redis_prefix: String,
+    /// The `tierline-customer` process.
+    pub customer: RunningService,
+    /// The `tierline-ticket` process.
+    pub ticket: RunningService,
+    /// The `tierline-routing` process.
+    pub router: RunningService,
+    databases: [TestDatabase; 3],
+    _config_dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts `tierline-customer`, `tierline-ticket` and `tierline-routing`, each on a database
+    /// of its own, and waits until the router has built its live state.
+    ///
+    /// Set in the environment (override with the options' `*_env`): every service's
+    /// `database.url`, `server.listen` and `telemetry.log_filter` (`warn`); the ticket service's
+    /// `customer_service.endpoint`, `routing_service.endpoint`, both peers' `timeout` (`2s`, so a
+    /// loaded test machine does not push intake onto its degraded paths) and
+    /// `ticket.worker_interval` (`200ms`, so the timeline relay and reconciliation run often);
+    /// the router's `redis.url` ([`redis_url`]), `redis.key_prefix`, `ticket_service.endpoint`
+    /// and `router.tick` (`100ms`, so routing steps and expiries are punctual).
+    pub async fn start(options: StackOptions) -> Result<Self> {
+        let customer_db = TestDatabase::create().await?;
+        let ticket_db = TestDatabase::create().await?;
+        let routing_db = TestDatabase::create().await?;
+        let config_dir = tempfile::tempdir()?;
+        let config_args = |name: &str, toml: &str| -> Result<Vec<std::ffi::OsString>> {
+            if toml.trim().is_empty() {
+                return Ok(Vec::new());
+            }
+            let path = config_dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, toml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(vec!["--config".into(), path.into_os_string()])
+        };
+        let with = |mut base: Vec<(&'static str, String)>, extra: &[(&'static str, String)]| {
+            base.extend(extra.iter().cloned());
+            base
+        };
+        let redis_prefix = format!("test:{}:", uuid::Uuid::new_v4());
+        let ticket_port = free_port()?;
+        let routing_port = loop {
+            let port = free_port()?;
+            if port != ticket_port {
+                break port;
+            }
+        };
+
+        let args = config_args("customer", &options.customer_config)?;
+        let customer = start_configured(
+            "tierline-customer",
+            free_port()?,
+            &with(
+                vec![("TIERLINE_DATABASE__URL", customer_db.url.clone())],
+                &options.customer_env,
+            ),
+            &args,
+        )
+        .await?;
+        // The ticket service first: the router rebuilds its live state from it at start. The
+        // ticket service connects to the router lazily and hands tickets over once it is up.
+        let args = config_args("ticket", &options.ticket_config)?;
+        let ticket = start_configured(
+            "tierline-ticket",
+            ticket_port,
+            &with(
+                vec![
+                    ("TIERLINE_DATABASE__URL", ticket_db.url.clone()),
+                    (
+                        "TIERLINE_CUSTOMER_SERVICE__ENDPOINT",
+                        format!("http://{}", customer.addr),
+                    ),
+                    ("TIERLINE_CUSTOMER_SERVICE__TIMEOUT", "2s".into()),
+                    (
+                        "TIERLINE_ROUTING_SERVICE__ENDPOINT",
+                        format!("http://127.0.0.1:{routing_port}"),
+                    ),
+                    ("TIERLINE_ROUTING_SERVICE__TIMEOUT", "2s".into()),
+                    ("TIERLINE_TICKET__WORKER_INTERVAL", "200ms".into()),
+                ],
+                &options.ticket_env,
+            ),
+            &args,
+        )
+        .await?;
+        let args = config_args("routing", &options.routing_config)?;
+        let router = start_configured(
+            "tierline-routing",
+            routing_port,
+            &with(
+                vec![
+                    ("TIERLINE_DATABASE__URL", routing_db.url.clone()),
+                    ("TIERLINE_REDIS__URL", redis_url()),
+                    ("TIERLINE_REDIS__KEY_PREFIX", redis_prefix.clone()),
+                    (
+                        "TIERLINE_TICKET_SERVICE__ENDPOINT",
+                        format!("http://{}", ticket.addr),
+                    ),
+                    ("TIERLINE_ROUTER__TICK", "100ms".into()),
+                ],
+                &options.routing_env,
+            ),
+            &args,
+        )
+        .await?;
+
+        let customers =
+            tierline_proto::customer::customer_service_client::CustomerServiceClient::new(
+                customer.channel().await?,
+            );
+        let tickets = tierline_proto::ticket::ticket_service_client::TicketServiceClient::new(
+            ticket.channel().await?,
+        );
+        let router_channel = router.channel().await?;
+        let mut routing =
+            tierline_proto::routing::routing_service_client::RoutingServiceClient::new(
+                router_channel.clone(),
+            );
+        // The router answers UNAVAILABLE until it has built its live state.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match routing
+                .get_queue_stats(tierline_proto::routing::GetQueueStatsRequest::default())
+                .await
+            {
+                Ok(_) => break,
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => bail!("the router did not become ready: {status:?}"),
+            }
+        }
+        Ok(Stack {
+            customers,
+            tickets,
+            routing,
+            agents: tierline_proto::routing::agent_service_client::AgentServiceClient::new(
+                router_channel.clone(),
+            ),
+            desktops:
+                tierline_proto::routing::agent_desktop_service_client::AgentDesktopServiceClient::new(
+                    router_channel,
+                ),
+            redis_prefix,
+            customer,
+            ticket,
+            router,
+            databases: [customer_db, ticket_db, routing_db],
+            _config_dir: config_dir,
+        })
+    }
+
+    /// Sends SIGTERM to the three processes, fails unless each exits successfully, and drops the
+    /// databases. Close the desktop streams first: the router ends them at shutdown, but a
+    /// client still reading one keeps the connection busy until it notices.
+    pub async fn stop(self) -> Result<()> {
+        let Stack {
+            customers,
+            tickets,
+            routing,
+            agents,
+            desktops,
+            customer,
+            ticket,
+            router,
+            databases,
+            ..
+        } = self;
+        drop((customers, tickets, routing, agents, desktops));
+        // The ticket service first: its relay calls the router all the time and would log the
+        // router's going away as an error.
+        let t = ticket.terminate().await;
+        let (r, c) = tokio::join!(router.terminate(), customer.terminate());
+        let mut problems = Vec::new();
+        for (name, exit) in [
+            ("tierline-ticket", t),
+            ("tierline-routing", r),
+            ("tierline-customer", c),
+        ] {
+            match exit {
+                Ok(status) if status.success() => {}
+                Ok(status) => problems.push(format!("{name} exited with {status} on SIGTERM")),
+                Err(error) => problems.push(format!("{name}: {error:#}")),
+            }
+        }
+        let [a, b, c] = databases;
+        let (a, b, c) = tokio::join!(a.drop_now(), b.drop_now(), c.drop_now());
+        a.and(b).and(c)?;
+        if !problems.is_empty() {
+            bail!("unclean stop: {}", problems.join("; "));
+        }
+        Ok(())
+    }
+}
+
+async fn start_configured(
+    binary_name: &str,
+    port: u16,
+    env: &[(&'static str, String)],
+    args: &[std::ffi::OsString],
+) -> Result<RunningService> {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    RunningService::start_with_args(binary_name, port, env, &args)
+        .await
+        .with_context(|| format!("starting {binary_name}"))
 }
