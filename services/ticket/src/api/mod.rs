@@ -59,23 +59,26 @@ impl TicketApi {
     /// Hands a waiting ticket to the router at once, for the intake reply: its queue position
     /// and estimated wait. Never fails and waits at most the router's deadline: without an answer
     /// the reply goes without them, and the routing relay delivers the ticket anyway.
-    async fn queue_estimate(&self, ticket: &pb::Ticket) -> (i32, Option<prost_types::Duration>) {
-        let Some(router) = &self.router else {
-            return (0, None);
-        };
+    /// Hands a waiting ticket to the router now; returns its queue position and wait, or
+    /// `None` if the router did not take it (the relay will).
+    async fn queue_estimate(
+        &self,
+        ticket: &pb::Ticket,
+    ) -> Option<(i32, Option<prost_types::Duration>)> {
+        let router = self.router.as_ref()?;
         let sent = routing_ticket(ticket);
         if sent.state != TicketRoutingState::Waiting as i32 {
-            return (0, None);
+            return None;
         }
         match router.sync(sent).await {
-            Ok(reply) => (reply.queue_position.max(0), reply.estimated_wait),
+            Ok(reply) => Some((reply.queue_position.max(0), reply.estimated_wait)),
             Err(error @ SyncError::Rejected(_)) => {
                 tracing::error!(ticket_id = %ticket.id, %error, "routing service refused a new ticket as malformed");
-                (0, None)
+                None
             }
             Err(error) => {
                 tracing::debug!(ticket_id = %ticket.id, %error, "no queue estimate for a new ticket");
-                (0, None)
+                None
             }
         }
     }
@@ -163,7 +166,31 @@ impl TicketService for TicketApi {
         };
         // The router ranks the ticket now rather than when the relay reaches it, so the IVR can
         // read the position back; an IVR's retry (a replay) asks again and hears the current one.
-        let (queue_position, estimated_wait) = self.queue_estimate(&ticket).await;
+        let (queue_position, estimated_wait, ticket) = match self.queue_estimate(&ticket).await {
+            // The router has it: record that now (NEW -> QUEUED), so the reply's state says
+            // what the caller's position does. Should this fail, the relay queues it later.
+            Some((position, wait)) if ticket.state == pb::TicketState::New as i32 => {
+                match self.tickets.enqueue(created.ticket.id).await {
+                    Ok(queued) if follow_up => (position, wait, self.wire(&queued).await?),
+                    Ok(queued) => (
+                        position,
+                        wait,
+                        ticket_to_wire(
+                            &queued,
+                            &[],
+                            self.tickets.rules(),
+                            OffsetDateTime::now_utc(),
+                        ),
+                    ),
+                    Err(error) => {
+                        tracing::debug!(ticket_id = %ticket.id, %error, "new ticket not marked queued at intake; the relay will");
+                        (position, wait, ticket)
+                    }
+                }
+            }
+            Some((position, wait)) => (position, wait, ticket),
+            None => (0, None, ticket),
+        };
         Ok(Response::new(pb::CreateTicketResponse {
             ticket: Some(ticket),
             replayed: created.replayed,
