@@ -1,15 +1,22 @@
-//! The live state's scripts against the real Redis at 127.0.0.1:6379 (`TIERLINE_TEST_REDIS_URL`,
-//! set by scripts/test, overrides).
+//! The behaviour every implementation of the live state must show, run against both: each test
+//! body is an `async fn name(fx: Fixture)` written once, and [`conformance!`] instantiates it as
+//! `on_redis::name` (the real Redis at 127.0.0.1:6379; `TIERLINE_TEST_REDIS_URL`, set by
+//! scripts/test, overrides) and `in_memory::name` (a fresh [`InMemoryLive`]).
 //!
-//! Each test works under its own prefix `test:<uuid>:` and deletes that prefix's keys at the
-//! end, so tests run in parallel and leave nothing behind.
+//! Each Redis test works under its own prefix `test:<uuid>:` and deletes that prefix's keys at
+//! the end, so tests run in parallel and leave nothing behind.
+//!
+//! At the end, Redis-only tests: the two implementations replay the same random histories and
+//! must answer every call and read alike.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use redis::AsyncCommands;
 use tierline_routing::domain::agent::{AwayReason, Presence};
 use tierline_routing::domain::queue::TierTargets;
 use tierline_routing::domain::steps::StepKind;
+use tierline_routing::live::in_memory::InMemoryLive;
 use tierline_routing::live::keys::Keys;
 use tierline_routing::live::model::{
     LiveAgent, LiveOffer, LiveRecord, LiveTicket, OutcomeCounts, TicketData,
@@ -33,29 +40,50 @@ fn url() -> String {
     std::env::var("TIERLINE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// One implementation of the live state, empty, for one test.
 struct Fixture {
-    live: RedisLive,
+    live: Arc<dyn LiveState>,
+    /// The prefix to delete at the end (Redis only).
+    redis_keys: Option<Keys>,
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
+    /// [`RedisLive`] under a fresh prefix.
+    async fn redis() -> Fixture {
         let conn = live::connect(&RedisSettings::new(url()))
             .await
             .expect("redis at 127.0.0.1:6379");
         let keys = Keys::new(format!("test:{}:", uuid::Uuid::new_v4())).expect("valid prefix");
         Fixture {
-            live: RedisLive::new(client(), conn, keys),
+            live: Arc::new(RedisLive::new(client(), conn, keys.clone())),
+            redis_keys: Some(keys),
         }
     }
 
-    async fn cleanup(self) {
+    /// A fresh [`InMemoryLive`].
+    fn memory() -> Fixture {
+        Fixture {
+            live: Arc::new(InMemoryLive::new()),
+            redis_keys: None,
+        }
+    }
+
+    fn live(&self) -> &dyn LiveState {
+        &*self.live
+    }
+
+    /// Deletes the Redis prefix's keys; nothing to do in memory.
+    async fn cleanup(mut self) {
+        let Some(keys) = self.redis_keys.take() else {
+            return;
+        };
         let mut conn = live::connect(&RedisSettings::new(url()))
             .await
             .expect("redis");
         let mut found: Vec<String> = Vec::new();
         {
             let mut iter = conn
-                .scan_match::<_, String>(self.live.keys().pattern())
+                .scan_match::<_, String>(keys.pattern())
                 .await
                 .expect("scan");
             while let Some(key) = futures::StreamExt::next(&mut iter).await {
@@ -66,6 +94,91 @@ impl Fixture {
             let _: () = conn.del(key).await.expect("del");
         }
     }
+}
+
+impl Drop for Fixture {
+    /// A test that failed before its cleanup: delete its keys all the same (blocking, best
+    /// effort), so failures leave nothing behind either.
+    fn drop(&mut self) {
+        let Some(keys) = self.redis_keys.take() else {
+            return;
+        };
+        let Ok(mut conn) = client().get_connection() else {
+            return;
+        };
+        let found: Vec<String> = match redis::Commands::scan_match(&mut conn, keys.pattern()) {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        for key in found {
+            let _: redis::RedisResult<()> = redis::Commands::del(&mut conn, key);
+        }
+    }
+}
+
+/// Instantiates each named test body twice: `on_redis::<name>` and `in_memory::<name>`. A name
+/// may carry the `#[tokio::test]` arguments in parentheses, and attributes (`#[ignore]`) before.
+macro_rules! conformance {
+    ($($(#[$meta:meta])* $name:ident $(($($args:tt)*))?),* $(,)?) => {
+        mod on_redis {
+            $(
+                #[tokio::test$(($($args)*))?]
+                $(#[$meta])*
+                async fn $name() {
+                    super::$name(super::Fixture::redis().await).await;
+                }
+            )*
+        }
+        mod in_memory {
+            $(
+                #[tokio::test$(($($args)*))?]
+                $(#[$meta])*
+                async fn $name() {
+                    super::$name(super::Fixture::memory()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    offer_decline_reoffer_accept_round_trip,
+    the_queue_is_in_rank_order_whatever_the_arrival_order,
+    a_done_tombstone_blocks_a_late_older_waiting,
+    moving_a_ticket_to_another_department_moves_it_between_queues,
+    reserve_allows_one_pending_offer_per_ticket_and_per_agent,
+    reserve_refuses_an_agent_whose_session_is_disconnected,
+    reserve_refuses_an_agent_at_capacity_and_respects_voice,
+    reserve_refuses_a_ticket_the_agent_declined_and_a_changed_version,
+    an_expired_offer_returns_the_ticket_at_its_rank_and_two_in_a_row_set_the_agent_away,
+    a_decline_resets_the_missed_count,
+    an_agent_set_away_for_missed_offers_counts_afresh_when_back,
+    a_claimed_offer_does_not_expire_before_its_hold_and_unclaim_restores_it,
+    active_for_the_offered_agent_accepts_the_offer,
+    active_for_another_agent_cancels_the_pending_offer,
+    a_department_change_cancels_the_offer_and_a_re_rank_keeps_it,
+    parking_frees_capacity_and_resuming_takes_it_again,
+    returning_to_the_queue_frees_the_agent,
+    done_frees_everything_and_leaves_a_tombstone,
+    a_new_session_starts_away_not_ready_unless_available_is_asked,
+    resuming_keeps_presence_and_the_offer_and_a_new_session_replaces_the_old,
+    set_presence_checks_the_session_and_returns_the_offer_to_withdraw,
+    lapsed_sessions_sign_the_agent_out_and_return_the_offer,
+    disabling_an_agent_returns_its_pending_offer,
+    the_ready_index_lists_exactly_the_agents_that_could_take_an_offer,
+    waiting_reports_tiers_and_offer_counters,
+    purge_drops_day_old_tombstones_and_hour_old_offers,
+    racing_reservations_never_double_book_a_ticket_or_an_agent(
+        flavor = "multi_thread",
+        worker_threads = 4
+    ),
+    a_skills_change_cancels_the_offer_of_an_agent_lacking_them,
+    a_tier_change_moves_the_ticket_between_tier_statistics,
+    a_record_change_moves_the_agent_between_department_indexes,
+    // A held accept racing a close, a transfer or a re-tier (section 8).
+    a_confirm_older_than_the_ticket_does_not_occupy_the_agent,
+    a_confirm_after_a_transfer_leaves_no_queue_entry_behind,
+    a_confirm_after_a_re_tier_leaves_no_waiting_entry_behind,
 }
 
 fn at(secs: i64) -> OffsetDateTime {
@@ -118,10 +231,8 @@ fn record(departments: &[&str], chat: u32) -> LiveRecord {
     }
 }
 
-#[tokio::test]
-async fn offer_decline_reoffer_accept_round_trip() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn offer_decline_reoffer_accept_round_trip(fx: Fixture) {
+    let live = fx.live();
     let synced = live
         .sync(&waiting("t1", "support", Tier::B, 1, 0), at(0))
         .await
@@ -415,10 +526,8 @@ async fn due(live: &dyn LiveState, secs: i64) -> Vec<String> {
 // 1. Queues and SyncTicket versions
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn the_queue_is_in_rank_order_whatever_the_arrival_order() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn the_queue_is_in_rank_order_whatever_the_arrival_order(fx: Fixture) {
+    let live = fx.live();
     // (id, tier, arrival minutes) in arrival order, and the 1-based position each takes.
     // Default targets: A 15 min, B 60 min, C 4 h; the pickup due time decides, then enqueue.
     let arrivals = [
@@ -476,10 +585,8 @@ async fn the_queue_is_in_rank_order_whatever_the_arrival_order() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_done_tombstone_blocks_a_late_older_waiting() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_done_tombstone_blocks_a_late_older_waiting(fx: Fixture) {
+    let live = fx.live();
     let w = waiting("t1", "support", Tier::B, 1, 0);
     sync(live, &waiting("t0", "support", Tier::A, 1, 0), 0).await;
     assert_eq!(sync(live, &w, 0).await.position, Some(2));
@@ -501,10 +608,8 @@ async fn a_done_tombstone_blocks_a_late_older_waiting() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn moving_a_ticket_to_another_department_moves_it_between_queues() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn moving_a_ticket_to_another_department_moves_it_between_queues(fx: Fixture) {
+    let live = fx.live();
     for (id, arrival) in [("t1", 0), ("t2", 1), ("t3", 2)] {
         sync(live, &waiting(id, "support", Tier::B, 1, arrival), 0).await;
     }
@@ -535,10 +640,8 @@ async fn moving_a_ticket_to_another_department_moves_it_between_queues() {
 // 2. Offers: what `reserve` refuses
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn reserve_allows_one_pending_offer_per_ticket_and_per_agent() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn reserve_allows_one_pending_offer_per_ticket_and_per_agent(fx: Fixture) {
+    let live = fx.live();
     for id in ["t1", "t2"] {
         sync(live, &waiting(id, "support", Tier::B, 1, 0), 0).await;
     }
@@ -586,10 +689,8 @@ async fn reserve_allows_one_pending_offer_per_ticket_and_per_agent() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn reserve_refuses_an_agent_whose_session_is_disconnected() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn reserve_refuses_an_agent_whose_session_is_disconnected(fx: Fixture) {
+    let live = fx.live();
     sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
     sign_in(live, "ana", &record(&["support"], 2)).await;
     // The stream broke: the session lives on for the grace period, disconnected.
@@ -623,10 +724,8 @@ async fn reserve_refuses_an_agent_whose_session_is_disconnected() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn reserve_refuses_an_agent_at_capacity_and_respects_voice() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn reserve_refuses_an_agent_at_capacity_and_respects_voice(fx: Fixture) {
+    let live = fx.live();
     let caps = record_caps(&["support"], &[("chat", 1), ("voice", 1)]);
     for a in ["ana", "bo", "cy"] {
         sign_in(live, a, &caps).await;
@@ -660,10 +759,8 @@ async fn reserve_refuses_an_agent_at_capacity_and_respects_voice() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn reserve_refuses_a_ticket_the_agent_declined_and_a_changed_version() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn reserve_refuses_a_ticket_the_agent_declined_and_a_changed_version(fx: Fixture) {
+    let live = fx.live();
     sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
     sync(live, &waiting("t2", "support", Tier::B, 1, 1), 0).await;
     for a in ["ana", "bo"] {
@@ -718,10 +815,10 @@ async fn reserve_refuses_a_ticket_the_agent_declined_and_a_changed_version() {
 // 3. Expiry, declines and accept holds
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn an_expired_offer_returns_the_ticket_at_its_rank_and_two_in_a_row_set_the_agent_away() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn an_expired_offer_returns_the_ticket_at_its_rank_and_two_in_a_row_set_the_agent_away(
+    fx: Fixture,
+) {
+    let live = fx.live();
     for (id, tier) in [("t1", Tier::A), ("t2", Tier::B), ("t3", Tier::C)] {
         sync(live, &waiting(id, "support", tier, 1, 0), 0).await;
     }
@@ -774,10 +871,8 @@ async fn an_expired_offer_returns_the_ticket_at_its_rank_and_two_in_a_row_set_th
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_decline_resets_the_missed_count() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_decline_resets_the_missed_count(fx: Fixture) {
+    let live = fx.live();
     for (id, arrival) in [("t1", 0), ("t2", 1), ("t3", 2)] {
         sync(live, &waiting(id, "support", Tier::B, 1, arrival), 0).await;
     }
@@ -807,10 +902,8 @@ async fn a_decline_resets_the_missed_count() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn an_agent_set_away_for_missed_offers_counts_afresh_when_back() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn an_agent_set_away_for_missed_offers_counts_afresh_when_back(fx: Fixture) {
+    let live = fx.live();
     for (id, arrival) in [("t1", 0), ("t2", 1), ("t3", 2)] {
         sync(live, &waiting(id, "support", Tier::B, 1, arrival), 0).await;
     }
@@ -846,10 +939,8 @@ async fn an_agent_set_away_for_missed_offers_counts_afresh_when_back() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_claimed_offer_does_not_expire_before_its_hold_and_unclaim_restores_it() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_claimed_offer_does_not_expire_before_its_hold_and_unclaim_restores_it(fx: Fixture) {
+    let live = fx.live();
     sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
     sync(live, &waiting("t2", "support", Tier::B, 1, 1), 0).await;
     sign_in(live, "ana", &record(&["support"], 2)).await;
@@ -906,10 +997,8 @@ async fn a_claimed_offer_does_not_expire_before_its_hold_and_unclaim_restores_it
 // 4. SyncTicket transitions of assigned tickets
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn active_for_the_offered_agent_accepts_the_offer() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn active_for_the_offered_agent_accepts_the_offer(fx: Fixture) {
+    let live = fx.live();
     let w = waiting("t1", "support", Tier::A, 1, 0);
     sync(live, &w, 0).await;
     sync(live, &waiting("t0", "support", Tier::B, 1, 0), 0).await;
@@ -972,10 +1061,8 @@ async fn active_for_the_offered_agent_accepts_the_offer() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn active_for_another_agent_cancels_the_pending_offer() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn active_for_another_agent_cancels_the_pending_offer(fx: Fixture) {
+    let live = fx.live();
     let w = waiting("t1", "support", Tier::B, 1, 0);
     sync(live, &w, 0).await;
     sync(live, &waiting("t2", "support", Tier::B, 1, 1), 0).await;
@@ -1006,10 +1093,8 @@ async fn active_for_another_agent_cancels_the_pending_offer() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_department_change_cancels_the_offer_and_a_re_rank_keeps_it() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_department_change_cancels_the_offer_and_a_re_rank_keeps_it(fx: Fixture) {
+    let live = fx.live();
     sync(live, &waiting("t0", "support", Tier::A, 1, 0), 0).await;
     let w = waiting("t1", "support", Tier::B, 1, 0);
     sync(live, &w, 0).await;
@@ -1062,10 +1147,8 @@ async fn a_department_change_cancels_the_offer_and_a_re_rank_keeps_it() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn parking_frees_capacity_and_resuming_takes_it_again() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn parking_frees_capacity_and_resuming_takes_it_again(fx: Fixture) {
+    let live = fx.live();
     sign_in(live, "ana", &record(&["support"], 1)).await;
     sync(live, &waiting("other", "support", Tier::B, 1, 0), 0).await;
     let w = waiting("t1", "support", Tier::B, 1, 0);
@@ -1095,10 +1178,8 @@ async fn parking_frees_capacity_and_resuming_takes_it_again() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn returning_to_the_queue_frees_the_agent() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn returning_to_the_queue_frees_the_agent(fx: Fixture) {
+    let live = fx.live();
     sign_in(live, "ana", &record(&["support"], 1)).await;
     sync(live, &waiting("t0", "support", Tier::A, 1, 0), 0).await;
     let w = waiting("t1", "support", Tier::B, 1, 0);
@@ -1117,10 +1198,8 @@ async fn returning_to_the_queue_frees_the_agent() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn done_frees_everything_and_leaves_a_tombstone() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn done_frees_everything_and_leaves_a_tombstone(fx: Fixture) {
+    let live = fx.live();
     sign_in(live, "ana", &record(&["support"], 1)).await;
     sign_in(live, "bo", &record(&["support"], 1)).await;
     sync(live, &waiting("t0", "support", Tier::C, 1, 0), 0).await;
@@ -1178,10 +1257,8 @@ async fn done_frees_everything_and_leaves_a_tombstone() {
 // 5. Sessions and presence
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_new_session_starts_away_not_ready_unless_available_is_asked() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_new_session_starts_away_not_ready_unless_available_is_asked(fx: Fixture) {
+    let live = fx.live();
     let rec = record(&["support"], 2);
     let open =
         |asked: Option<&'static str>, new: &'static str, initial: &'static str, now, lease| {
@@ -1223,10 +1300,8 @@ async fn a_new_session_starts_away_not_ready_unless_available_is_asked() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn resuming_keeps_presence_and_the_offer_and_a_new_session_replaces_the_old() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn resuming_keeps_presence_and_the_offer_and_a_new_session_replaces_the_old(fx: Fixture) {
+    let live = fx.live();
     let rec = record(&["support"], 2);
     sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
     let (_, s1, _) = live
@@ -1275,10 +1350,8 @@ async fn resuming_keeps_presence_and_the_offer_and_a_new_session_replaces_the_ol
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn set_presence_checks_the_session_and_returns_the_offer_to_withdraw() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn set_presence_checks_the_session_and_returns_the_offer_to_withdraw(fx: Fixture) {
+    let live = fx.live();
     let rec = record(&["support"], 2);
     assert_eq!(
         live.set_presence("nobody", "available", "", "", at(0))
@@ -1372,10 +1445,8 @@ async fn set_presence_checks_the_session_and_returns_the_offer_to_withdraw() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn lapsed_sessions_sign_the_agent_out_and_return_the_offer() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn lapsed_sessions_sign_the_agent_out_and_return_the_offer(fx: Fixture) {
+    let live = fx.live();
     let rec = record(&["support"], 2);
     sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
     sync(live, &waiting("t2", "support", Tier::B, 1, 1), 0).await;
@@ -1435,10 +1506,8 @@ async fn lapsed_sessions_sign_the_agent_out_and_return_the_offer() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn disabling_an_agent_returns_its_pending_offer() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn disabling_an_agent_returns_its_pending_offer(fx: Fixture) {
+    let live = fx.live();
     let rec = record(&["support"], 2);
     sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
     sign_in(live, "ana", &rec).await;
@@ -1488,10 +1557,8 @@ async fn disabling_an_agent_returns_its_pending_offer() {
 // 6. Indexes and statistics
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn the_ready_index_lists_exactly_the_agents_that_could_take_an_offer() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn the_ready_index_lists_exactly_the_agents_that_could_take_an_offer(fx: Fixture) {
+    let live = fx.live();
     let chat_voice = record_caps(&["support"], &[("chat", 1), ("voice", 1)]);
     sync(live, &waiting("t0", "support", Tier::B, 1, 0), 0).await;
     sync(live, &waiting("t1", "support", Tier::B, 1, 1), 0).await;
@@ -1611,10 +1678,8 @@ async fn the_ready_index_lists_exactly_the_agents_that_could_take_an_offer() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn waiting_reports_tiers_and_offer_counters() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn waiting_reports_tiers_and_offer_counters(fx: Fixture) {
+    let live = fx.live();
     let now = 0;
     // (id, tier, arrival minutes): A targets 15 min, B 60 min, C 4 h.
     for (id, tier, arrival) in [
@@ -1702,10 +1767,8 @@ async fn waiting_reports_tiers_and_offer_counters() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn purge_drops_day_old_tombstones_and_hour_old_offers() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn purge_drops_day_old_tombstones_and_hour_old_offers(fx: Fixture) {
+    let live = fx.live();
     let day = 24 * 3600;
     let w = waiting("t1", "support", Tier::B, 1, 0);
     sync(live, &w, 0).await;
@@ -1755,14 +1818,12 @@ impl Rng {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_reservations_never_double_book_a_ticket_or_an_agent() {
+async fn racing_reservations_never_double_book_a_ticket_or_an_agent(fx: Fixture) {
     const TASKS: usize = 8;
     const ROUNDS: usize = 40;
     const TICKETS: usize = 20;
     const AGENTS: usize = 10;
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+    let live = fx.live();
     for t in 0..TICKETS {
         sync(
             live,
@@ -1776,7 +1837,7 @@ async fn racing_reservations_never_double_book_a_ticket_or_an_agent() {
     }
     let mut tasks = Vec::new();
     for task in 0..TASKS {
-        let live = live.clone();
+        let live = Arc::clone(&fx.live);
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((task as u64 + 1) * 0x1000_0001));
             let (mut generated, mut made_total) = (Vec::new(), 0);
@@ -1874,10 +1935,8 @@ async fn racing_reservations_never_double_book_a_ticket_or_an_agent() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_skills_change_cancels_the_offer_of_an_agent_lacking_them() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_skills_change_cancels_the_offer_of_an_agent_lacking_them(fx: Fixture) {
+    let live = fx.live();
     let mut german = record(&["support"], 2);
     german.skills.insert("language:de".into(), true);
     sign_in(live, "ana", &record(&["support"], 2)).await;
@@ -1911,10 +1970,8 @@ async fn a_skills_change_cancels_the_offer_of_an_agent_lacking_them() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_tier_change_moves_the_ticket_between_tier_statistics() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_tier_change_moves_the_ticket_between_tier_statistics(fx: Fixture) {
+    let live = fx.live();
     sign_in(live, "ana", &record(&["support"], 2)).await;
     sync(live, &waiting("t1", "support", Tier::C, 1, 0), 0).await;
     sync(live, &waiting("t2", "support", Tier::C, 1, 0), 0).await;
@@ -1946,10 +2003,8 @@ async fn a_tier_change_moves_the_ticket_between_tier_statistics() {
     fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn a_record_change_moves_the_agent_between_department_indexes() {
-    let fx = Fixture::new().await;
-    let live = &fx.live;
+async fn a_record_change_moves_the_agent_between_department_indexes(fx: Fixture) {
+    let live = fx.live();
     sync(live, &waiting("s1", "support", Tier::B, 1, 0), 0).await;
     sync(live, &waiting("b1", "billing", Tier::B, 1, 0), 0).await;
     sign_in(live, "ana", &record(&["support"], 2)).await;
@@ -1980,4 +2035,651 @@ async fn a_record_change_moves_the_agent_between_department_indexes() {
         .expect("put");
     assert!(peeked_agents(live, "support", &["key"]).await.is_empty());
     fx.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Accepts racing other changes: the ticket service decides, the live state stays clean
+// ---------------------------------------------------------------------------------------------
+
+/// The ticket closes (v3) after the assignment (v2) was recorded, and the relay delivers v3
+/// before the router's confirm (SyncTicket may arrive out of order): the assignment is stale,
+/// and the agent's capacity must not be taken by a removed ticket.
+async fn a_confirm_older_than_the_ticket_does_not_occupy_the_agent(fx: Fixture) {
+    let live = fx.live();
+    let w = waiting("t1", "support", Tier::B, 1, 0);
+    sync(live, &w, 0).await;
+    sign_in(live, "ana", &record(&["support"], 1)).await;
+    assert!(reserve1(live, offer("t1", 1, "ana", "r1"), 1).await);
+    let held = match live.claim("r1", "ana", at(2), at(32)).await.expect("claim") {
+        Claim::Claimed(o) => o,
+        other => panic!("{other:?}"),
+    };
+    // The ticket service assigned at v2 and the ticket was closed at v3; v3 arrives first.
+    let s = sync(live, &moved(&w, 3, RoutingState::Done, None), 3).await;
+    assert_eq!(s.withdrawn_offer.as_deref(), Some("r1"));
+    live.confirm("r1", &held, 2, at(4)).await.expect("confirm");
+    assert_eq!(ticket(live, "t1").await.st, "removed");
+    let a = agent(live, "ana").await;
+    assert!(a.tk.is_empty(), "stale assignment kept: {:?}", a.tk);
+    sync(live, &waiting("t2", "support", Tier::B, 1, 1), 5).await;
+    assert_eq!(peeked_agents(live, "support", &[]).await, set(&["ana"]));
+    fx.cleanup().await;
+}
+
+/// While an accept is held, the ticket moves to billing (v2) and the ticket service then
+/// records the assignment (v3; the router sends no expected version). The now active ticket
+/// must leave billing's queue and waiting sets, not only the offer's department's.
+async fn a_confirm_after_a_transfer_leaves_no_queue_entry_behind(fx: Fixture) {
+    let live = fx.live();
+    sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
+    sign_in(live, "ana", &record(&["support"], 2)).await;
+    assert!(reserve1(live, offer("t1", 1, "ana", "r1"), 1).await);
+    let held = match live.claim("r1", "ana", at(2), at(32)).await.expect("claim") {
+        Claim::Claimed(o) => o,
+        other => panic!("{other:?}"),
+    };
+    let s = sync(live, &waiting("t1", "billing", Tier::B, 2, 0), 3).await;
+    assert_eq!(s.withdrawn_offer.as_deref(), Some("r1"));
+    live.confirm("r1", &held, 3, at(4)).await.expect("confirm");
+    let t = ticket(live, "t1").await;
+    assert_eq!(
+        (t.st.as_str(), t.dept.as_deref()),
+        ("active", Some("billing"))
+    );
+    assert!(head(live, "billing").await.is_empty(), "stale queue entry");
+    let w = live
+        .waiting(&["billing".into()], at(5), 60_000)
+        .await
+        .expect("waiting");
+    assert_eq!(w[0].tiers[1].waiting, 0, "stale waiting entry");
+    fx.cleanup().await;
+}
+
+/// The ticket is re-tiered (its offer kept) between the claim and the confirm: the caller's
+/// offer names the old tier's keys; the ticket must still leave the new tier's waiting set.
+async fn a_confirm_after_a_re_tier_leaves_no_waiting_entry_behind(fx: Fixture) {
+    let live = fx.live();
+    sync(live, &waiting("t1", "support", Tier::C, 1, 0), 0).await;
+    sign_in(live, "ana", &record(&["support"], 2)).await;
+    assert!(reserve1(live, offer("t1", 1, "ana", "r1"), 1).await);
+    let held = match live.claim("r1", "ana", at(2), at(32)).await.expect("claim") {
+        Claim::Claimed(o) => o,
+        other => panic!("{other:?}"),
+    };
+    let s = sync(live, &waiting("t1", "support", Tier::A, 2, 0), 3).await;
+    assert_eq!(s.withdrawn_offer, None, "a re-tier keeps the offer");
+    assert_eq!(offer_of(live, "r1").await.tier, "A");
+    live.confirm("r1", &held, 3, at(4)).await.expect("confirm");
+    assert_eq!(ticket(live, "t1").await.st, "active");
+    let w = live
+        .waiting(&["support".into()], at(5), 60_000)
+        .await
+        .expect("waiting");
+    assert_eq!(
+        (w[0].tiers[0].waiting, w[0].tiers[2].waiting),
+        (0, 0),
+        "stale waiting entry"
+    );
+    fx.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Redis and memory side by side (Redis-only: it needs both)
+// ---------------------------------------------------------------------------------------------
+
+const TWIN_TICKETS: [&str; 8] = ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"];
+const TWIN_AGENTS: [&str; 6] = ["ana", "bo", "cy", "di", "ed", "flo"];
+const TWIN_DEPTS: [&str; 2] = ["support", "billing"];
+const TWIN_TEAM: &str = "key";
+
+/// Both implementations answered alike; both failing counts as alike (the error variants
+/// differ by design: no `Script` or `Unavailable` in memory).
+fn alike<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    redis: Result<T, live::LiveError>,
+    memory: Result<T, live::LiveError>,
+) -> Option<T> {
+    match (redis, memory) {
+        (Ok(r), Ok(m)) => {
+            assert_eq!(
+                r, m,
+                "{what}: redis (left) and memory (right) answer differently"
+            );
+            Some(r)
+        }
+        (Err(_), Err(_)) => None,
+        (r, m) => panic!("{what}: redis answered {r:?}, memory {m:?}"),
+    }
+}
+
+/// Calls the same method on both and checks they answer alike.
+macro_rules! on_both {
+    ($twin:ident, $what:expr, |$live:ident| $call:expr) => {{
+        let redis = {
+            let $live = $twin.redis.live();
+            $call.await
+        };
+        let memory = {
+            let $live = $twin.memory.live();
+            $call.await
+        };
+        alike(&$what, redis, memory)
+    }};
+}
+
+/// Everything a caller can read, as (what, value) pairs.
+async fn readable(live: &dyn LiveState, secs: i64, rids: &[String]) -> Vec<(String, String)> {
+    let owned = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let mut out = Vec::new();
+    let tickets = live.tickets(&owned(&TWIN_TICKETS)).await.expect("tickets");
+    for (id, t) in &tickets {
+        out.push((format!("ticket {id}"), format!("{t:?}")));
+        let rank = live.rank(t).await.expect("rank");
+        out.push((format!("rank of {id}"), format!("{rank:?}")));
+    }
+    for (id, a) in live.agents(&owned(&TWIN_AGENTS)).await.expect("agents") {
+        out.push((format!("agent {id}"), format!("{a:?}")));
+    }
+    for (id, o) in live.offers(rids).await.expect("offers") {
+        out.push((format!("offer {id}"), format!("{o:?}")));
+    }
+    let team = format!("\u{1}{TWIN_TEAM}");
+    for dept in TWIN_DEPTS.into_iter().chain([team.as_str()]) {
+        let head = live.queue_head(dept, 100).await.expect("queue head");
+        out.push((format!("queue {dept}"), format!("{head:?}")));
+        let staff = live.staff(dept, 100).await.expect("staff");
+        out.push((format!("staff {dept}"), format!("{staff:?}")));
+        let (tickets, mut agents) = live.peek(dept, 3, 10, &[TWIN_TEAM]).await.expect("peek");
+        // The agents a ticket names come in Lua's `pairs` order from Redis: unspecified.
+        agents.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push((format!("peek {dept}"), format!("{tickets:?} {agents:?}")));
+    }
+    let depts = live.departments().await.expect("departments");
+    out.push(("departments".into(), format!("{depts:?}")));
+    let w = live
+        .waiting(&owned(&TWIN_DEPTS), at(secs), 10 * 60_000)
+        .await
+        .expect("waiting");
+    out.push(("waiting".into(), format!("{w:?}")));
+    let due = live.due_offers(at(secs), 100).await.expect("due");
+    out.push(("due offers".into(), format!("{due:?}")));
+    out
+}
+
+struct Twin {
+    redis: Fixture,
+    memory: Fixture,
+    rng: Rng,
+    secs: i64,
+    /// The ticket service's version of each ticket.
+    versions: BTreeMap<String, i64>,
+    rids: Vec<String>,
+}
+
+impl Twin {
+    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
+        of[self.rng.below(of.len())]
+    }
+
+    fn chance(&mut self, one_in: usize) -> bool {
+        self.rng.below(one_in) == 0
+    }
+
+    fn next_version(&mut self, id: &str) -> i64 {
+        let v = self.versions.entry(id.to_owned()).or_insert(0);
+        *v += 1;
+        *v
+    }
+
+    fn record(&mut self) -> LiveRecord {
+        let depts: &[&str] = match self.rng.below(8) {
+            0 => &["support"],
+            1 => &["billing"],
+            2 => &[],
+            _ => &["support", "billing"],
+        };
+        let mut r = record(depts, 1 + self.rng.below(4) as u32);
+        if self.chance(3) {
+            r.cap.insert("voice".into(), 1.0);
+        }
+        if self.chance(4) {
+            r.team = Some(TWIN_TEAM.into());
+        }
+        if self.chance(3) {
+            r.skills.insert("de".into(), true);
+        }
+        r.dis = self.chance(20);
+        r
+    }
+
+    fn ticket_sync(&mut self, state: RoutingState, stale: bool) -> TicketSync {
+        let id = self.pick(&TWIN_TICKETS);
+        let version = if stale {
+            let held = self.versions.get(id).copied().unwrap_or(0);
+            1 + self.rng.below(held.max(1) as usize) as i64
+        } else {
+            self.next_version(id)
+        };
+        let dept = self.pick(&TWIN_DEPTS);
+        let tier = [Tier::A, Tier::B, Tier::C][self.rng.below(3)];
+        let mut s = waiting(id, dept, tier, version, self.rng.below(120) as i64 - 60);
+        s.state = state;
+        s.data.escalation_level = u32::from(self.chance(5));
+        if self.chance(10) {
+            s.channel = Channel::Voice;
+        }
+        if self.chance(5) {
+            s.data.required_skills.insert("de".into());
+        }
+        if self.chance(6) {
+            s.data.account_manager_id = Some(self.pick(&TWIN_AGENTS).into());
+        }
+        if self.chance(6) {
+            s.data.preferred_agent_id = Some(self.pick(&TWIN_AGENTS).into());
+        }
+        if matches!(state, RoutingState::Active | RoutingState::Parked) {
+            s.agent_id = Some(self.pick(&TWIN_AGENTS).into());
+            if !self.rids.is_empty() && self.chance(2) {
+                s.reservation_id = Some(self.rids[self.rng.below(self.rids.len())].clone());
+            }
+        }
+        if state == RoutingState::Done && self.chance(2) {
+            s.department = String::new();
+        }
+        s
+    }
+
+    /// A reservation made before: mostly a pending or held one; now and then one never made.
+    async fn rid(&mut self) -> Option<String> {
+        if self.rids.is_empty() {
+            return None;
+        }
+        if self.chance(15) {
+            return Some("r-none".into());
+        }
+        let live: Vec<String> = self
+            .memory
+            .live()
+            .offers(&self.rids)
+            .await
+            .expect("offers")
+            .into_iter()
+            .filter(|(_, o)| o.st == "pending" || o.st == "accepting")
+            .map(|(rid, _)| rid)
+            .collect();
+        if !live.is_empty() && !self.chance(4) {
+            return Some(live[self.rng.below(live.len())].clone());
+        }
+        Some(self.rids[self.rng.below(self.rids.len())].clone())
+    }
+
+    /// One random call on both; returns what it was.
+    async fn step(&mut self, step: usize) -> String {
+        self.secs += self.rng.below(4) as i64;
+        if self.chance(100) {
+            self.secs += 3_700;
+        }
+        if self.chance(200) {
+            self.secs += 24 * 3600 + 60;
+        }
+        let secs = self.secs;
+        let now = at(secs);
+        match self.rng.below(26) {
+            0..=3 => {
+                let stale = self.chance(5);
+                let s = self.ticket_sync(RoutingState::Waiting, stale);
+                let what = format!("sync {s:?}");
+                on_both!(self, what, |live| live.sync(&s, now));
+                what
+            }
+            4 => {
+                let state = if self.chance(3) {
+                    RoutingState::Parked
+                } else {
+                    RoutingState::Active
+                };
+                let stale = self.chance(6);
+                let s = self.ticket_sync(state, stale);
+                let what = format!("sync {s:?}");
+                on_both!(self, what, |live| live.sync(&s, now));
+                what
+            }
+            6 => {
+                let stale = self.chance(6);
+                let s = self.ticket_sync(RoutingState::Done, stale);
+                let what = format!("sync {s:?}");
+                on_both!(self, what, |live| live.sync(&s, now));
+                what
+            }
+            7 | 8 => {
+                let agent = self.pick(&TWIN_AGENTS);
+                let rec = self.record();
+                let current = self
+                    .memory
+                    .live()
+                    .agent(agent)
+                    .await
+                    .expect("agent")
+                    .and_then(|a| a.sess);
+                let asked = match self.rng.below(3) {
+                    0 => None,
+                    1 => current.or_else(|| Some("s-old".into())),
+                    _ => Some("bogus".into()),
+                };
+                let initial = self.pick(&["available", "available", "keep", "away"]);
+                let new = format!("s{step}");
+                let lease = at(secs + 30 + self.rng.below(300) as i64);
+                let what = format!("open_session {agent} {rec:?} {asked:?} {initial}");
+                on_both!(self, what, |live| live.open_session(
+                    agent,
+                    &rec,
+                    asked.as_deref(),
+                    &new,
+                    initial,
+                    now,
+                    lease
+                ));
+                what
+            }
+            9 => {
+                let agent = self.pick(&TWIN_AGENTS);
+                let rec = self.record();
+                let what = format!("put_record {agent} {rec:?}");
+                on_both!(self, what, |live| live.put_record(agent, &rec, now));
+                what
+            }
+            10 => {
+                let agent = self.pick(&TWIN_AGENTS);
+                let current = self
+                    .memory
+                    .live()
+                    .agent(agent)
+                    .await
+                    .expect("agent")
+                    .and_then(|a| a.sess);
+                let session = current
+                    .filter(|_| !self.chance(5))
+                    .unwrap_or_else(|| "bogus".into());
+                let connected = !self.chance(3);
+                let lease = at(secs + 5 + self.rng.below(300) as i64);
+                let what = format!("touch_session {agent} {session} {connected}");
+                on_both!(self, what, |live| live
+                    .touch_session(agent, &session, connected, now, lease));
+                what
+            }
+            11 => {
+                let agent = self.pick(&TWIN_AGENTS);
+                let presence = self.pick(&["available", "available", "away", "offline"]);
+                let reason = if presence == "away" {
+                    self.pick(&["break", "meal", ""])
+                } else {
+                    ""
+                };
+                let note = self.pick(&["", "", "back soon"]);
+                let what = format!("set_presence {agent} {presence} {reason} {note}");
+                on_both!(self, what, |live| live
+                    .set_presence(agent, presence, reason, note, now));
+                what
+            }
+            12 => {
+                let limit = 1 + self.rng.below(3);
+                let what = format!("lapse_sessions {limit}");
+                on_both!(self, what, |live| live.lapse_sessions(now, limit));
+                what
+            }
+            13..=15 => {
+                // Mostly what a dispatch round would offer: tickets and agents it peeked.
+                let dept = self.pick(&TWIN_DEPTS);
+                let (queued, ready) = self
+                    .memory
+                    .live()
+                    .peek(dept, 5, 10, &[TWIN_TEAM])
+                    .await
+                    .expect("peek");
+                let mut offers = Vec::new();
+                for i in 0..1 + self.rng.below(3) {
+                    let ticket = match queued.len() {
+                        0 => self.pick(&TWIN_TICKETS).to_owned(),
+                        n if !self.chance(5) => queued[self.rng.below(n)].0.clone(),
+                        _ => self.pick(&TWIN_TICKETS).to_owned(),
+                    };
+                    let agent = match ready.len() {
+                        0 => self.pick(&TWIN_AGENTS).to_owned(),
+                        n if !self.chance(5) => ready[self.rng.below(n)].0.clone(),
+                        _ => self.pick(&TWIN_AGENTS).to_owned(),
+                    };
+                    let held = self
+                        .memory
+                        .live()
+                        .ticket(&ticket)
+                        .await
+                        .expect("ticket")
+                        .map(|t| t.v);
+                    let version = held
+                        .filter(|_| !self.chance(8))
+                        .unwrap_or_else(|| "1".into());
+                    let kinds = [
+                        StepKind::PreferredAgent,
+                        StepKind::AccountManager,
+                        StepKind::Team,
+                        StepKind::Department,
+                    ];
+                    offers.push(NewOffer {
+                        ticket_id: ticket,
+                        ticket_version: version,
+                        agent_id: agent,
+                        reservation_id: format!("r{step}-{i}"),
+                        step: kinds[self.rng.below(4)],
+                    });
+                }
+                let expire = at(secs + 10 + self.rng.below(40) as i64);
+                let what = format!("reserve {dept} {offers:?}");
+                let made = on_both!(self, what, |live| live.reserve(dept, &offers, now, expire));
+                self.rids.extend(made.unwrap_or_default());
+                what
+            }
+            16 | 22 => {
+                let Some(rid) = self.rid().await else {
+                    return "nothing".into();
+                };
+                let holder = self
+                    .memory
+                    .live()
+                    .offer(&rid)
+                    .await
+                    .expect("offer")
+                    .map(|o| o.agent);
+                let agent = match holder {
+                    Some(a) if !self.chance(5) => a,
+                    _ => self.pick(&TWIN_AGENTS).into(),
+                };
+                let hold = at(secs + 3 + self.rng.below(30) as i64);
+                let what = format!("claim {rid} {agent}");
+                on_both!(self, what, |live| live.claim(&rid, &agent, now, hold));
+                what
+            }
+            17 => {
+                let Some(rid) = self.rid().await else {
+                    return "nothing".into();
+                };
+                let what = format!("unclaim {rid}");
+                on_both!(self, what, |live| live.unclaim(&rid));
+                what
+            }
+            18 => {
+                // An accept as the router makes it: claim, then confirm with the held offer.
+                let Some(rid) = self.rid().await else {
+                    return "nothing".into();
+                };
+                let Some(offer) = self.memory.live().offer(&rid).await.expect("offer") else {
+                    return format!("accept {rid}: no such offer");
+                };
+                let hold = at(secs + 30);
+                let claimed = on_both!(self, format!("claim {rid} to accept"), |live| live.claim(
+                    &rid,
+                    &offer.agent,
+                    now,
+                    hold
+                ));
+                let offer = match claimed {
+                    Some(Claim::Claimed(held)) => held,
+                    _ if self.chance(2) => offer,
+                    _ => return format!("accept {rid}: not claimed"),
+                };
+                let version = if self.chance(4) {
+                    self.versions.get(&offer.ticket).copied().unwrap_or(1)
+                } else {
+                    self.next_version(&offer.ticket)
+                };
+                let what = format!("confirm {rid} at version {version}");
+                on_both!(self, what, |live| live.confirm(&rid, &offer, version, now));
+                what
+            }
+            19 | 20 | 24 => {
+                let Some(rid) = self.rid().await else {
+                    return "nothing".into();
+                };
+                let holder = self
+                    .memory
+                    .live()
+                    .offer(&rid)
+                    .await
+                    .expect("offer")
+                    .map(|o| o.agent);
+                let (outcome, by) = match self.rng.below(3) {
+                    0 => (
+                        Outcome::Declined,
+                        holder
+                            .filter(|_| !self.chance(5))
+                            .or_else(|| Some("zed".into())),
+                    ),
+                    1 => (Outcome::Expired, None),
+                    _ => (Outcome::Cancelled("presence_changed"), None),
+                };
+                let from: &[&str] = match self.rng.below(3) {
+                    0 => &["pending"],
+                    1 => &["accepting"],
+                    _ => &["pending", "accepting"],
+                };
+                let away = [0, 2][self.rng.below(2)];
+                let what = format!("end_offer {rid} {outcome:?} {by:?} {from:?} {away}");
+                on_both!(self, what, |live| live.end_offer(
+                    &rid,
+                    outcome,
+                    by.as_deref(),
+                    from,
+                    away,
+                    now
+                ));
+                what
+            }
+            23 | 25 => {
+                // The expiry sweep.
+                let due = on_both!(self, "due_offers", |live| live.due_offers(now, 10))
+                    .unwrap_or_default();
+                for rid in &due {
+                    let what = format!("expire {rid}");
+                    on_both!(self, what, |live| live.end_offer(
+                        rid,
+                        Outcome::Expired,
+                        None,
+                        &["pending", "accepting"],
+                        2,
+                        now
+                    ));
+                }
+                format!("expire {due:?}")
+            }
+            _ => {
+                let limit = 1 + self.rng.below(4);
+                let what = format!("purge {limit}");
+                on_both!(self, what, |live| live.purge(now, limit));
+                on_both!(self, "is_built", |live| live.is_built());
+                if self.chance(3) {
+                    on_both!(self, "mark_built", |live| live.mark_built(now));
+                }
+                what
+            }
+        }
+    }
+}
+
+/// The notices already published (in memory they are there as soon as the call returns;
+/// unconstrained, as tokio's cooperative budget would answer Pending after about 128).
+fn published(stream: &mut futures::stream::BoxStream<'static, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(Some(notice)) = futures::FutureExt::now_or_never(tokio::task::unconstrained(
+        futures::StreamExt::next(stream),
+    )) {
+        out.push(notice);
+    }
+    out
+}
+
+/// The notices Redis published before `sentinel`, which the test publishes itself after each
+/// call: pub/sub keeps the order, so everything the call's script published comes first.
+async fn received_until(
+    stream: &mut futures::stream::BoxStream<'static, String>,
+    sentinel: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            futures::StreamExt::next(stream),
+        )
+        .await;
+        match next {
+            Ok(Some(notice)) if notice == sentinel => return out,
+            Ok(Some(notice)) => out.push(notice),
+            Ok(None) => panic!("the notice stream ended"),
+            Err(_) => panic!("no sentinel {sentinel} within 5 s; got {out:?}"),
+        }
+    }
+}
+
+/// Replays one random history on both implementations; after every call, every read and the
+/// notices it published must agree.
+async fn replay(seed: u64, steps: usize) {
+    let mut twin = Twin {
+        redis: Fixture::redis().await,
+        memory: Fixture::memory(),
+        rng: Rng(seed),
+        secs: 0,
+        versions: BTreeMap::new(),
+        rids: Vec::new(),
+    };
+    let mut redis_notices = twin.redis.live().notices().await.expect("notices");
+    let events = twin.redis.redis_keys.as_ref().expect("redis keys").events();
+    let mut conn = live::connect(&RedisSettings::new(url()))
+        .await
+        .expect("redis");
+    let mut memory_notices = twin.memory.live().notices().await.expect("notices");
+    for step in 0..steps {
+        let what = twin.step(step).await;
+        let context = |label: &str| format!("seed {seed:#x}, step {step} ({what}): {label}");
+        let mut m = published(&mut memory_notices);
+        let sentinel = format!("#{step}");
+        let _: i64 = conn.publish(&events, &sentinel).await.expect("publish");
+        let mut r = received_until(&mut redis_notices, &sentinel).await;
+        // Lua's `pairs` order (the agents SYNC notifies, a record's departments) is unspecified.
+        r.sort();
+        m.sort();
+        assert_eq!(r, m, "{}", context("notices"));
+        let r = readable(twin.redis.live(), twin.secs, &twin.rids).await;
+        let m = readable(twin.memory.live(), twin.secs, &twin.rids).await;
+        for (r, m) in r.iter().zip(&m) {
+            assert_eq!(r.0, m.0, "{}", context("what is there"));
+            assert_eq!(r.1, m.1, "{}", context(&r.0));
+        }
+        assert_eq!(r.len(), m.len(), "{}", context("entries"));
+    }
+    twin.redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn redis_and_memory_agree_on_random_histories() {
+    for seed in [0x5EED_0001, 0x5EED_0002, 0x5EED_0003, 0x5EED_0004] {
+        replay(seed, 400).await;
+    }
 }

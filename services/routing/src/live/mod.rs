@@ -45,6 +45,7 @@
 //! [`RankKey::member`]: crate::domain::queue::RankKey::member
 //! [`RankKey::score`]: crate::domain::queue::RankKey::score
 
+pub mod in_memory;
 pub mod keys;
 pub mod model;
 pub mod on_redis;

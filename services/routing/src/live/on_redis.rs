@@ -285,31 +285,64 @@ impl LiveState for RedisLive {
         now: OffsetDateTime,
     ) -> Result<i64, LiveError> {
         let k = &self.keys;
-        let (status, at): (i64, Option<f64>) = scripts::CONFIRM
-            .key(k.tickets())
-            .key(k.agents())
-            .key(k.offers())
-            .key(k.offer_expiry())
-            .key(k.offer_ended())
-            .key(k.ready())
-            .key(k.staff())
-            .key(k.queue(&offer.dept))
-            .key(k.waiting(&offer.dept, &offer.tier))
-            .key(k.due(&offer.dept, &offer.tier))
-            .key(k.department_stats())
-            .arg(reservation_id)
-            .arg(time_to_ms(now))
-            .arg(ticket_version)
-            .arg(k.events())
-            .invoke_async(&mut self.conn())
-            .await?;
-        match status {
-            APPLIED | IGNORED => Ok(at.map_or_else(|| time_to_ms(now), |ms| ms as i64)),
-            MISSING => Err(LiveError::Corrupt(format!(
-                "offer {reservation_id:?} vanished during its accept"
-            ))),
-            other => Err(unexpected_status(other)),
+        // The guess: where the ticket waits now, else where it was offered.
+        let (mut dept, mut tier) = match self.ticket(&offer.ticket).await? {
+            Some(t) if t.st == "queued" || t.st == "offered" => (
+                t.dept.unwrap_or_else(|| offer.dept.clone()),
+                t.tier.unwrap_or_else(|| offer.tier.clone()),
+            ),
+            _ => (offer.dept.clone(), offer.tier.clone()),
+        };
+        for _ in 0..=MOVED_RETRIES {
+            let (status, at, moved_tier): (i64, Option<redis::Value>, Option<String>) =
+                scripts::CONFIRM
+                    .key(k.tickets())
+                    .key(k.agents())
+                    .key(k.offers())
+                    .key(k.offer_expiry())
+                    .key(k.offer_ended())
+                    .key(k.ready())
+                    .key(k.staff())
+                    .key(k.queue(&dept))
+                    .key(k.waiting(&dept, &tier))
+                    .key(k.due(&dept, &tier))
+                    .key(k.department_stats())
+                    .arg(reservation_id)
+                    .arg(time_to_ms(now))
+                    .arg(ticket_version)
+                    .arg(k.events())
+                    .arg(&dept)
+                    .arg(&tier)
+                    .invoke_async(&mut self.conn())
+                    .await?;
+            match status {
+                APPLIED | IGNORED => {
+                    let at: Option<i64> = at
+                        .map(redis::from_redis_value)
+                        .transpose()
+                        .map_err(|e| LiveError::Corrupt(format!("confirm reply: {e}")))?;
+                    return Ok(at.unwrap_or_else(|| time_to_ms(now)));
+                }
+                MOVED => {
+                    let moved: Option<String> = at
+                        .map(redis::from_redis_value)
+                        .transpose()
+                        .map_err(|e| LiveError::Corrupt(format!("confirm reply: {e}")))?;
+                    dept = moved.unwrap_or_default();
+                    tier = moved_tier.unwrap_or_default();
+                }
+                MISSING => {
+                    return Err(LiveError::Corrupt(format!(
+                        "offer {reservation_id:?} vanished during its accept"
+                    )));
+                }
+                other => return Err(unexpected_status(other)),
+            }
         }
+        Err(LiveError::Contended(format!(
+            "ticket {:?} kept moving between queues during an accept",
+            offer.ticket
+        )))
     }
 
     /// Ends an offer without acceptance. `by_agent` is the declining agent (checked); `from`

@@ -416,17 +416,26 @@ return 1
 /// accepted and the ticket occupies the agent's capacity. The ticket service is the authority,
 /// so this holds whatever the live state did meanwhile (an offer to someone else is withdrawn).
 ///
+/// Only a ticket the live state still holds at or below the assigned version becomes active
+/// (a ticket already closed at a later version must not take the agent's capacity), and it
+/// leaves the queue and statistics of the department and tier it is in now (it may have moved
+/// since the offer): the caller names them, and is told to retry if they changed.
+///
 /// KEYS: 1 tickets, 2 agents, 3 offers, 4 offer_exp, 5 offer_end, 6 ready, 7 staff, 8 queue of
-/// the offer's department, 9 its waiting set and 10 due set for the offer's tier, 11 dstats.
-/// ARGV: 1 reservation, 2 now, 3 ticket version after the assignment, 4 events channel.
-/// Returns {status, assign ms}.
+/// the ticket's department, 9 its waiting set and 10 due set for the ticket's tier, 11 dstats.
+/// ARGV: 1 reservation, 2 now, 3 ticket version after the assignment, 4 events channel,
+/// 5 the ticket's department and 6 tier as the caller read them.
+/// Returns {status, assign ms, false} or {MOVED, department, tier}.
 pub static CONFIRM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local rid, now, av = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local o = jget(KEYS[3], rid)
-if not o then return {-2, false} end
-if o.st == 'accepted' then return {0, o['end'] or now} end
+if not o then return {-2, false, false} end
+if o.st == 'accepted' then return {0, o['end'] or now, false} end
+local t = jget(KEYS[1], o.ticket)
+local waiting = t and (t.st == 'queued' or t.st == 'offered')
+if waiting and (t.dept ~= ARGV[5] or t.tier ~= ARGV[6]) then return {-1, t.dept, t.tier} end
 local was_pending = o.st == 'pending' or o.st == 'accepting'
 o.st = 'accepted'
 o['end'] = now
@@ -436,8 +445,8 @@ redis.call('ZREM', KEYS[4], rid)
 redis.call('ZADD', KEYS[5], now, rid)
 if was_pending then dstat(KEYS[11], o.dept, now, 'a', o.tier, -1)
 else dstat(KEYS[11], o.dept, now, 'a', o.tier, 0) end
-local t = jget(KEYS[1], o.ticket)
-if t and t.st ~= 'removed' and tonumber(t.v) <= tonumber(av) then
+local assign = t ~= nil and t.st ~= 'removed' and tonumber(t.v) <= tonumber(av)
+if assign then
   if t.st == 'offered' and t.offer ~= rid then
     local other = jget(KEYS[3], t.offer)
     if other then
@@ -454,8 +463,8 @@ if t and t.st ~= 'removed' and tonumber(t.v) <= tonumber(av) then
       redis.call('PUBLISH', ARGV[4], 'a:' .. other.agent)
     end
   end
-  if t.st == 'queued' and t.dept == o.dept then redis.call('ZREM', KEYS[8], t.member) end
-  if (t.st == 'queued' or t.st == 'offered') and t.dept == o.dept and t.tier == o.tier then
+  if t.st == 'queued' then redis.call('ZREM', KEYS[8], t.member) end
+  if waiting then
     redis.call('ZREM', KEYS[9], o.ticket)
     redis.call('ZREM', KEYS[10], o.ticket)
   end
@@ -477,7 +486,7 @@ local before = depts_of(a)
 if a.offer == rid then a.offer = nil end
 a.missed = 0
 astat(a, now, 'a')
-if not a.tk[o.ticket] then
+if assign and not a.tk[o.ticket] then
   a.tk[o.ticket] = {c = o.chan, p = false, rid = rid, at = now, v = av}
   a.la = now
   a.cnt = (a.cnt or 0) + 1
@@ -485,7 +494,7 @@ end
 idle_check(a, now)
 save_agent(KEYS[2], KEYS[7], KEYS[6], o.agent, a, before, now)
 redis.call('PUBLISH', ARGV[4], 'a:' .. o.agent)
-return {1, now}
+return {1, now, false}
 "#,
     )
 });
