@@ -1,7 +1,8 @@
 //! The customer-profile service: one customer record for every channel and department.
 //!
 //! Reading order: [`domain`] (pure rules: identities, profile, tiering, satisfaction), [`store`]
-//! (PostgreSQL), [`api`] (the gRPC adapter), then [`serve`].
+//! (PostgreSQL, or SQLite for the single-process dev mode), [`api`] (the gRPC adapter), then
+//! [`serve`] and [`serve_with_store`].
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -35,6 +36,9 @@ pub enum StartError {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The store could not be opened (a SQLite file that cannot be created or migrated).
+    #[error("customer store: {0}")]
+    Store(#[from] crate::error::Error),
 }
 
 /// Connects to PostgreSQL, applies migrations, and serves on `listener` until `shutdown`.
@@ -54,12 +58,24 @@ pub async fn serve_with_pool(
     pool: PgPool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    serve_with_store(listener, config, Arc::new(PgStore::new(pool)), shutdown).await
+}
+
+/// Serves on `listener` over `store` until `shutdown`: the service on any [`CustomerStore`],
+/// for example a [`store::SqliteStore`] in the single-process dev mode. `config.database` is
+/// not read; `config.server` and `config.customer` are (including the periodic tier
+/// recomputation, which runs on `store`).
+pub async fn serve_with_store<S: CustomerStore>(
+    listener: TcpListener,
+    config: Config,
+    store: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let default_region = RegionCode::parse(&config.customer.default_region)
         .map_err(|e| StartError::Config(format!("customer.default_region: {e}")))?;
     // The phone-number metadata loads on first use (about a second); load it now rather than in
     // the first caller's IVR lookup.
     let _ = domain::PhoneNumber::parse("+442079460018", default_region);
-    let store = Arc::new(PgStore::new(pool));
     let api = CustomerApi::new(
         store.clone(),
         WireContext {

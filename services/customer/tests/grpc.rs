@@ -2547,3 +2547,65 @@ async fn creating_twice_with_one_idempotency_key_returns_the_first_customer_even
     drop(client);
     server.stop().await;
 }
+
+// ---- 13. the same service on SQLite (the single-process dev mode) ------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_on_a_sqlite_file_creates_resolves_and_looks_up_customers() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = tierline_customer::store::SqliteStore::open(dir.path().join("customer.db"))
+        .await
+        .expect("open a new SQLite file");
+    let server = Server::start_on_store(std::sync::Arc::new(store)).await;
+    let mut client = server.client();
+
+    let ada = create(
+        &mut client,
+        profile("Ada Okafor"),
+        vec![phone("020 7946 0018")],
+    )
+    .await;
+    let known = client
+        .resolve_customer(pb::ResolveCustomerRequest {
+            identity: Some(phone_ref("+44 20 7946 0018")),
+            display_name: String::new(),
+        })
+        .await
+        .expect("ResolveCustomer")
+        .into_inner();
+    assert!(!known.created);
+    assert_eq!(known.customer.map(|c| c.id), Some(ada.id.clone()));
+
+    let unknown = client
+        .resolve_customer(pb::ResolveCustomerRequest {
+            identity: Some(phone_ref("(020) 7946-0019")),
+            display_name: String::new(),
+        })
+        .await
+        .expect("ResolveCustomer")
+        .into_inner();
+    assert!(unknown.created);
+    let prospect = unknown.customer.expect("customer");
+    assert_eq!(prospect.display_name, "+442079460019");
+    assert_eq!(
+        prospect.lifecycle_stage,
+        pb::LifecycleStage::Prospect as i32
+    );
+
+    assert_eq!(
+        lookup(&mut client, phone_ref("020 7946 0018")).await,
+        [ada.id.as_str()]
+    );
+    assert_eq!(
+        lookup(&mut client, phone_ref("+442079460019")).await,
+        [prospect.id.as_str()]
+    );
+    assert!(
+        lookup(&mut client, phone_ref("020 7946 0020"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(get(&mut client, &ada.id).await, ada);
+    drop(client);
+    server.stop().await;
+}

@@ -10,8 +10,9 @@
 //!   making 90% of revenue is A under a 70% line.
 //!
 //! With no value at all (total zero) everyone is C. A manual override always wins over the
-//! computed tier. The store runs the same rule as one set-based SQL statement
-//! (`store::pg::recompute_tiers`); [`classify`] is the reference it is tested against.
+//! computed tier. `PgStore` runs the same rule as one set-based SQL statement
+//! (`store::pg::recompute_tiers`), and [`classify`] is the reference it is tested against;
+//! `SqliteStore` runs [`classify`] itself.
 
 use tierline_types::Tier;
 

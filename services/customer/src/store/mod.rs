@@ -1,7 +1,10 @@
 //! Storage of customers. [`CustomerStore`] is what the API needs from storage; [`pg`] keeps it
-//! in PostgreSQL.
+//! in PostgreSQL (the system of record), [`sqlite`] in one SQLite file (the single-process dev
+//! mode). Both are held to the same behaviour by `tests/store.rs`.
 
+mod common;
 pub mod pg;
+pub mod sqlite;
 
 use std::future::Future;
 
@@ -16,6 +19,7 @@ use crate::domain::{
 use crate::error::Result;
 
 pub use pg::{MIGRATOR, PgStore};
+pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 
 /// A customer to create.
 #[derive(Debug, Clone)]

@@ -14,12 +14,12 @@ use tierline_types::{Channel, Tier};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::common::{self, CustomerRecord, IdentityJson, corrupt, resolved_from};
 use super::{CustomerStore, Merge, NewCustomer, Page, RecomputeReport, Resolved, TimeCursor};
 use crate::domain::{
-    CreditStanding, Customer, CustomerFilter, CustomerId, CustomerKind, Direction, Identity,
-    IdentityKind, IdentityValue, Interaction, LifecycleStage, LifetimeValue, NewInteraction,
-    NewSatisfaction, PostalAddress, Profile, ProfilePatch, Relationship, Satisfaction,
-    SatisfactionRecord, SatisfactionSummary, SignificantDate, TierOverride, TieringPolicy,
+    Customer, CustomerFilter, CustomerId, Direction, Identity, IdentityValue, Interaction,
+    NewInteraction, NewSatisfaction, PostalAddress, Profile, ProfilePatch, Satisfaction,
+    SatisfactionRecord, SignificantDate, TieringPolicy,
 };
 use crate::error::{Error, Result};
 
@@ -78,90 +78,46 @@ struct CustomerRow {
     identities: Json<Vec<IdentityJson>>,
 }
 
-#[derive(serde::Deserialize)]
-struct IdentityJson {
-    kind: String,
-    value: String,
-    label: String,
-    shared: bool,
-}
-
-fn corrupt(what: &str, value: &str) -> Error {
-    Error::Corrupt(format!("{what} {value:?}"))
-}
-
-fn tier_from_db(s: &str) -> Result<Tier> {
-    Tier::from_db(s).ok_or_else(|| corrupt("tier", s))
-}
-
 impl CustomerRow {
     fn into_domain(self) -> Result<Customer> {
-        let identities = self
-            .identities
-            .0
-            .into_iter()
-            .map(|i| {
-                let kind = IdentityKind::from_db(&i.kind)
-                    .ok_or_else(|| corrupt("identity kind", &i.kind))?;
-                Ok(Identity {
-                    value: IdentityValue::from_stored(kind, i.value),
-                    label: i.label,
-                    shared: i.shared,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let tier_override = match (self.override_tier, self.override_reason) {
-            (Some(tier), Some(reason)) => Some(TierOverride {
-                tier: tier_from_db(&tier)?,
-                reason,
-                set_at: self.override_set_at.unwrap_or(self.updated_at),
-            }),
-            _ => None,
-        };
-        Ok(Customer {
-            id: CustomerId(self.id),
-            profile: Profile {
-                display_name: self.display_name,
-                form_of_address: self.form_of_address,
-                kind: CustomerKind::from_db(&self.kind)
-                    .ok_or_else(|| corrupt("kind", &self.kind))?,
-                relationship: Relationship::from_db(&self.relationship)
-                    .ok_or_else(|| corrupt("relationship", &self.relationship))?,
-                segment: self.segment,
-                postal_address: self.postal_address.map(|j| j.0),
-                significant_dates: self.significant_dates.0,
-                preferences: self.preferences,
-                observations: self.observations,
-                attributes: self.attributes.0,
-                credit_standing: CreditStanding::from_db(&self.credit_standing)
-                    .ok_or_else(|| corrupt("credit standing", &self.credit_standing))?,
-                lifecycle_stage: LifecycleStage::from_db(&self.lifecycle_stage)
-                    .ok_or_else(|| corrupt("lifecycle stage", &self.lifecycle_stage))?,
-                churn_reason: self.churn_reason,
-                account_manager_id: self.account_manager_id,
-                key_account: self.key_account,
-                unreasonable: self.unreasonable,
-                unreasonable_note: self.unreasonable_note,
-                lifetime_value: LifetimeValue::from_micros(self.lifetime_value_micros)
-                    .map_err(Error::Corrupt)?,
-            },
-            identities,
-            computed_tier: tier_from_db(&self.computed_tier)?,
-            tier_override,
-            satisfaction: SatisfactionSummary {
-                count: self.sat_count,
-                sum_c: self.sat_sum_c,
-                sum_expected: self.sat_sum_expected,
-                sum_perceived: self.sat_sum_perceived,
-                last_c: self.sat_last_c,
-                last_at: self.sat_last_at,
-            },
-            merged_into: self.merged_into.map(CustomerId),
+        CustomerRecord {
+            id: self.id,
+            display_name: self.display_name,
+            form_of_address: self.form_of_address,
+            kind: self.kind,
+            relationship: self.relationship,
+            segment: self.segment,
+            postal_address: self.postal_address.map(|j| j.0),
+            significant_dates: self.significant_dates.0,
+            preferences: self.preferences,
+            observations: self.observations,
+            attributes: self.attributes.0,
+            credit_standing: self.credit_standing,
+            lifecycle_stage: self.lifecycle_stage,
+            churn_reason: self.churn_reason,
+            account_manager_id: self.account_manager_id,
+            key_account: self.key_account,
+            unreasonable: self.unreasonable,
+            unreasonable_note: self.unreasonable_note,
+            lifetime_value_micros: self.lifetime_value_micros,
+            computed_tier: self.computed_tier,
+            override_tier: self.override_tier,
+            override_reason: self.override_reason,
+            override_set_at: self.override_set_at,
+            sat_count: self.sat_count,
+            sat_sum_c: self.sat_sum_c,
+            sat_sum_expected: self.sat_sum_expected,
+            sat_sum_perceived: self.sat_sum_perceived,
+            sat_last_c: self.sat_last_c,
+            sat_last_at: self.sat_last_at,
+            merged_into: self.merged_into,
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
             deleted_at: self.deleted_at,
-        })
+            identities: self.identities.0,
+        }
+        .into_domain()
     }
 }
 
@@ -278,30 +234,14 @@ impl RowState {
         expected_version: Option<i64>,
         allow_deleted: bool,
     ) -> Result<()> {
-        if let Some(survivor) = self.merged_into {
-            return Err(Error::FailedPrecondition {
-                reason: "CUSTOMER_MERGED",
-                subject: format!("customers/{id}"),
-                message: format!("customer {id} was merged into {survivor}; change the survivor"),
-            });
-        }
-        if self.deleted_at.is_some() && !allow_deleted {
-            return Err(Error::FailedPrecondition {
-                reason: "CUSTOMER_DELETED",
-                subject: format!("customers/{id}"),
-                message: format!("customer {id} is deleted; undelete it first"),
-            });
-        }
-        if let Some(expected) = expected_version
-            && expected != self.version
-        {
-            return Err(Error::StaleVersion {
-                id: id.to_string(),
-                expected,
-                actual: self.version,
-            });
-        }
-        Ok(())
+        common::check_writable(
+            id,
+            self.version,
+            self.deleted_at.is_some(),
+            self.merged_into,
+            expected_version,
+            allow_deleted,
+        )
     }
 }
 
@@ -390,14 +330,8 @@ async fn claim_identity(
     identity: &Identity,
 ) -> Result<()> {
     let holders = lock_identity(tx, &identity.value).await?;
-    let others: Vec<_> = holders.iter().filter(|(id, _)| *id != customer.0).collect();
-    let conflict =
-        !others.is_empty() && (!identity.shared || others.iter().any(|(_, shared)| !shared));
-    if conflict {
-        return Err(Error::IdentityTaken {
-            kind: identity.value.kind().as_str(),
-            value: identity.value.as_str().to_owned(),
-        });
+    if common::claim_conflicts(customer.0, identity.shared, &holders) {
+        return Err(common::identity_taken(&identity.value));
     }
     sqlx::query(
         "INSERT INTO customer_identities (id, customer_id, kind, value, label, shared) \
@@ -635,11 +569,7 @@ impl CustomerStore for PgStore {
         let state = lock_row(&mut tx, id).await?;
         state.check_writable(id, None, true)?;
         if state.deleted_at.is_none() {
-            return Err(Error::FailedPrecondition {
-                reason: "CUSTOMER_NOT_DELETED",
-                subject: format!("customers/{id}"),
-                message: format!("customer {id} is not deleted"),
-            });
+            return Err(common::customer_not_deleted(id));
         }
         // Lock every identity in a fixed order (no deadlock with other claims), then check
         // none has been claimed by someone else meanwhile.
@@ -661,13 +591,7 @@ impl CustomerStore for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((kind, value)) = clash {
-            return Err(Error::FailedPrecondition {
-                reason: "IDENTITY_CLAIMED",
-                subject: format!("customers/{id}"),
-                message: format!(
-                    "{kind} {value} of customer {id} now belongs to another customer; remove it from one of them first"
-                ),
-            });
+            return Err(common::identity_claimed(id, &kind, &value));
         }
         sqlx::query("UPDATE customer_identities SET released = false WHERE customer_id = $1")
             .bind(id.0)
@@ -711,14 +635,7 @@ impl CustomerStore for PgStore {
         .execute(&mut *tx)
         .await?;
         if removed.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                what: "identity",
-                id: format!(
-                    "{} {} of customer {id}",
-                    value.kind().as_str(),
-                    value.as_str()
-                ),
-            });
+            return Err(common::identity_not_found(id, &value));
         }
         bump_version(&mut tx, id).await?;
         let customer = fetch(&mut *tx, id).await?;
@@ -1161,18 +1078,10 @@ impl CustomerStore for PgStore {
         .bind(merge_id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(Error::NotFound {
-            what: "merge",
-            id: merge_id.to_string(),
-        })?
+        .ok_or_else(|| common::merge_not_found(merge_id))?
         .into();
-        let subject = format!("merges/{merge_id}");
         if merge.undone_at.is_some() {
-            return Err(Error::FailedPrecondition {
-                reason: "MERGE_ALREADY_UNDONE",
-                subject,
-                message: format!("merge {merge_id} was already undone"),
-            });
+            return Err(common::merge_already_undone(merge_id));
         }
         let (first, second) = if merge.survivor.0 < merge.merged.0 {
             (merge.survivor, merge.merged)
@@ -1186,27 +1095,12 @@ impl CustomerStore for PgStore {
         } else {
             &second_state
         };
-        if let Some(next) = survivor_state.merged_into {
-            return Err(Error::FailedPrecondition {
-                reason: "SURVIVOR_MERGED_SINCE",
-                subject,
-                message: format!(
-                    "customer {} has since been merged into {next}; undo that merge first",
-                    merge.survivor
-                ),
-            });
-        }
-        if survivor_state.deleted_at.is_some() {
-            // Its identities are released and may have been claimed by others since.
-            return Err(Error::FailedPrecondition {
-                reason: "SURVIVOR_DELETED",
-                subject,
-                message: format!(
-                    "customer {} has since been deleted; undelete it before undoing the merge",
-                    merge.survivor
-                ),
-            });
-        }
+        common::check_survivor_unchanged(
+            merge_id,
+            merge.survivor,
+            survivor_state.merged_into,
+            survivor_state.deleted_at.is_some(),
+        )?;
         sqlx::query(
             "WITH ui AS (UPDATE customer_identities SET customer_id = $3 WHERE customer_id = $2 \
                  AND id IN (SELECT row_id FROM customer_merge_moves WHERE merge_id = $1 AND kind = 'identity') \
@@ -1281,18 +1175,6 @@ async fn lookup_with(
     rows.into_iter().map(CustomerRow::into_domain).collect()
 }
 
-fn resolved_from(mut found: Vec<Customer>) -> Option<Resolved> {
-    if found.is_empty() {
-        return None;
-    }
-    let customer = found.remove(0);
-    Some(Resolved {
-        customer,
-        created: false,
-        others: found.into_iter().map(|c| c.id).collect(),
-    })
-}
-
 /// A replay of an idempotent write: the same key must be for the same customer.
 async fn replayed<T>(
     existing: T,
@@ -1304,22 +1186,14 @@ async fn replayed<T>(
     if owner(&existing) == asked_live {
         Ok(existing)
     } else {
-        Err(Error::FailedPrecondition {
-            reason: "IDEMPOTENCY_KEY_REUSED",
-            subject: format!("customers/{asked}"),
-            message: "idempotency_key was already used for another customer".into(),
-        })
+        Err(common::idempotency_key_reused(asked))
     }
 }
 
 /// Why a write to a customer's timeline found no live customer.
 async fn not_live(pool: &PgPool, id: CustomerId) -> Error {
     match fetch(pool, id).await {
-        Ok(c) if c.deleted_at.is_some() => Error::FailedPrecondition {
-            reason: "CUSTOMER_DELETED",
-            subject: format!("customers/{id}"),
-            message: format!("customer {id} is deleted"),
-        },
+        Ok(c) if c.deleted_at.is_some() => common::timeline_of_deleted(id),
         Ok(_) => Error::customer_not_found(id),
         Err(e) => e,
     }

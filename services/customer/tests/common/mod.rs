@@ -1,11 +1,15 @@
 //! Harness of the gRPC tests: the real customer server, in-process, on its own database, and
 //! helpers to build requests and read `google.rpc` error details.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tierline_customer::StartError;
 use tierline_customer::config::Config;
+use tierline_customer::store::CustomerStore;
 use tierline_proto::common::{self, IdentityKind, IdentityRef, Money};
 use tierline_proto::customer::customer_service_client::CustomerServiceClient;
 use tierline_proto::customer::{self as pb};
@@ -24,7 +28,7 @@ pub struct Server {
     client: Client,
     channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), tierline_customer::StartError>>>,
+    task: Option<JoinHandle<Result<(), StartError>>>,
 }
 
 impl Server {
@@ -35,6 +39,33 @@ impl Server {
 
     /// Starts the real server on `pool`, after `adjust` has changed the default configuration.
     pub async fn start_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(adjust, |listener, config, shutdown| {
+            tierline_customer::serve_with_pool(listener, config, pool, async move {
+                let _ = shutdown.await;
+            })
+        })
+        .await
+    }
+
+    /// Starts the real server over `store` (SQLite, say) with the default configuration.
+    pub async fn start_on_store<S: CustomerStore>(store: Arc<S>) -> Self {
+        Self::launch(
+            |_| {},
+            |listener, config, shutdown| {
+                tierline_customer::serve_with_store(listener, config, store, async move {
+                    let _ = shutdown.await;
+                })
+            },
+        )
+        .await
+    }
+
+    /// Binds an ephemeral port, spawns `serve` on it and connects the clients.
+    async fn launch<F, Fut>(adjust: impl FnOnce(&mut Config), serve: F) -> Self
+    where
+        F: FnOnce(tokio::net::TcpListener, Config, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = Result<(), StartError>> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
@@ -43,14 +74,7 @@ impl Server {
         config.server.listen = addr;
         adjust(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(tierline_customer::serve_with_pool(
-            listener,
-            config,
-            pool,
-            async {
-                let _ = rx.await;
-            },
-        ));
+        let task = tokio::spawn(serve(listener, config, rx));
         let client = CustomerServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect a generated client");
