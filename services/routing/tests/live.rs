@@ -162,6 +162,7 @@ conformance! {
     done_frees_everything_and_leaves_a_tombstone,
     a_new_session_starts_away_not_ready_unless_available_is_asked,
     resuming_keeps_presence_and_the_offer_and_a_new_session_replaces_the_old,
+    resuming_as_away_sets_not_ready_and_gives_up_the_offer,
     set_presence_checks_the_session_and_returns_the_offer_to_withdraw,
     lapsed_sessions_sign_the_agent_out_and_return_the_offer,
     disabling_an_agent_returns_its_pending_offer,
@@ -1347,6 +1348,35 @@ async fn resuming_keeps_presence_and_the_offer_and_a_new_session_replaces_the_ol
         "the old session is gone"
     );
     assert_eq!(agent(live, "ana").await.lease, Some(time_ms(at(41))));
+    fx.cleanup().await;
+}
+
+/// Resuming as AWAY (the desktop asks for NOT_READY) is going away: presence changes and the
+/// pending offer is handed back for withdrawal; resuming AWAY when already away keeps the reason.
+async fn resuming_as_away_sets_not_ready_and_gives_up_the_offer(fx: Fixture) {
+    let live = fx.live();
+    let rec = record(&["support"], 2);
+    sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
+    let (_, s1, _) = live
+        .open_session("ana", &rec, None, "s1", "available", at(0), at(30))
+        .await
+        .expect("open");
+    assert!(reserve1(live, offer("t1", 1, "ana", "r1"), 1).await);
+    let (resumed, _, withdraw) = live
+        .open_session("ana", &rec, Some(&s1), "s-unused", "away", at(5), at(35))
+        .await
+        .expect("resume");
+    assert_eq!((resumed, withdraw.as_deref()), (true, Some("r1")));
+    let a = agent(live, "ana").await;
+    assert_eq!(a.presence(), Presence::Away(AwayReason::NotReady));
+    assert_eq!(a.ps, Some(time_ms(at(5))));
+    // Already away: nothing changes, nothing to withdraw.
+    let (resumed, _, withdraw) = live
+        .open_session("ana", &rec, Some(&s1), "s-unused", "away", at(6), at(36))
+        .await
+        .expect("resume");
+    assert_eq!((resumed, withdraw), (true, None));
+    assert_eq!(agent(live, "ana").await.ps, Some(time_ms(at(5))));
     fx.cleanup().await;
 }
 

@@ -1305,6 +1305,14 @@ impl Inner {
             a.why = None;
             a.note = Some(String::new());
             a.ps = Some(now);
+        } else if initial == "away" && a.pres != "away" {
+            // Resuming as AWAY (NOT_READY) is going away: the pending offer goes to someone
+            // else.
+            a.pres = "away".into();
+            a.why = Some("not_ready".into());
+            a.note = Some(String::new());
+            a.ps = Some(now);
+            withdraw = a.offer.clone();
         }
         a.conn = true;
         a.lease = Some(lease);

@@ -610,6 +610,10 @@ if not resumed then
   a.missed = 0
 elseif ARGV[7] == 'available' and a.pres ~= 'available' then
   a.pres, a.why, a.note, a.ps = 'available', nil, '', now
+elseif ARGV[7] == 'away' and a.pres ~= 'away' then
+  -- Resuming as AWAY (NOT_READY) is going away: the pending offer goes to someone else.
+  a.pres, a.why, a.note, a.ps = 'away', 'not_ready', '', now
+  if a.offer then withdraw = a.offer end
 end
 a.conn = true
 a.lease = tonumber(ARGV[6])
