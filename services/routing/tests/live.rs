@@ -157,6 +157,7 @@ conformance! {
     active_for_the_offered_agent_accepts_the_offer,
     active_for_another_agent_cancels_the_pending_offer,
     a_department_change_cancels_the_offer_and_a_re_rank_keeps_it,
+    a_channel_change_cancels_the_offer,
     parking_frees_capacity_and_resuming_takes_it_again,
     returning_to_the_queue_frees_the_agent,
     done_frees_everything_and_leaves_a_tombstone,
@@ -1091,6 +1092,25 @@ async fn active_for_another_agent_cancels_the_pending_offer(fx: Fixture) {
     let t = ticket(live, "t1").await;
     assert_eq!((t.st.as_str(), t.agent.as_deref()), ("active", Some("bo")));
     assert!(due(live, 100).await.is_empty());
+    fx.cleanup().await;
+}
+
+/// A chat ticket turned into a call needs other capacity: the pending offer is withdrawn.
+async fn a_channel_change_cancels_the_offer(fx: Fixture) {
+    let live = fx.live();
+    sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
+    sign_in(live, "ana", &record(&["support"], 2)).await;
+    assert!(reserve1(live, offer("t1", 1, "ana", "r1"), 1).await);
+    let mut call = waiting("t1", "support", Tier::B, 2, 0);
+    call.channel = Channel::Voice;
+    let s = sync(live, &call, 2).await;
+    assert_eq!(s.withdrawn_offer.as_deref(), Some("r1"));
+    let o = offer_of(live, "r1").await;
+    assert_eq!(
+        (o.st.as_str(), o.why.as_deref()),
+        ("cancelled", Some("ticket_changed"))
+    );
+    assert_eq!(ticket(live, "t1").await.st, "queued");
     fx.cleanup().await;
 }
 

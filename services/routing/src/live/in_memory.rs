@@ -706,8 +706,10 @@ impl Inner {
         if old.st == TicketSt::Offered {
             let rid = old.offer.clone().unwrap_or_default();
             let o = self.offers.get(&rid).cloned();
-            keep_offer =
-                o.is_some() && s.st == RoutingState::Waiting && old.dept.as_deref() == Some(s.dept);
+            // A channel change changes the capacity the ticket needs: the offer goes too.
+            keep_offer = o.as_ref().is_some_and(|o| o.chan == s.chan)
+                && s.st == RoutingState::Waiting
+                && old.dept.as_deref() == Some(s.dept);
             if let Some(o) = &o
                 && keep_offer
                 && (o.step == "team" || o.step == "department")

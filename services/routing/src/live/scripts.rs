@@ -179,7 +179,8 @@ local cancelled = false
 local keep_offer = false
 if old.st == 'offered' then
   local o = jget(KEYS[3], old.offer)
-  keep_offer = o ~= nil and st == 'waiting' and ARGV[5] == old.dept
+  -- A channel change changes the capacity the ticket needs, so the offer is withdrawn too.
+  keep_offer = o ~= nil and st == 'waiting' and ARGV[5] == old.dept and ARGV[7] == o.chan
   if keep_offer and (o.step == 'team' or o.step == 'department') then
     -- Those steps need the skills: an agent lacking one the ticket now requires is no longer
     -- eligible, so the offer is withdrawn (ticket_changed).
