@@ -158,6 +158,7 @@ conformance! {
     active_for_another_agent_cancels_the_pending_offer,
     a_department_change_cancels_the_offer_and_a_re_rank_keeps_it,
     a_channel_change_cancels_the_offer,
+    a_department_with_agents_but_no_tickets_is_listed,
     parking_frees_capacity_and_resuming_takes_it_again,
     returning_to_the_queue_frees_the_agent,
     done_frees_everything_and_leaves_a_tombstone,
@@ -1111,6 +1112,21 @@ async fn a_channel_change_cancels_the_offer(fx: Fixture) {
         ("cancelled", Some("ticket_changed"))
     );
     assert_eq!(ticket(live, "t1").await.st, "queued");
+    fx.cleanup().await;
+}
+
+/// A department is known from its first agent, not only from its first ticket.
+async fn a_department_with_agents_but_no_tickets_is_listed(fx: Fixture) {
+    let live = fx.live();
+    assert!(live.departments().await.expect("read").is_empty());
+    live.put_record("ana", &record(&["returns"], 1), at(0))
+        .await
+        .expect("record");
+    sign_in(live, "bo", &record(&["support"], 1)).await;
+    assert_eq!(
+        live.departments().await.expect("read"),
+        ["returns", "support"]
+    );
     fx.cleanup().await;
 }
 

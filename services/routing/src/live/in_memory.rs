@@ -1247,10 +1247,13 @@ impl Inner {
         Ended::Ended(o.to_live())
     }
 
-    /// Publishes `a:<agent>` and `d:<department>` of each department of the record.
+    /// Lists the record's departments and publishes `a:<agent>` and `d:<department>` of each.
     fn publish_agent(&mut self, id: &str, rec: &LiveRecord) {
         self.publish(format!("a:{id}"));
+        // A department with agents is a department (statistics list it before its first
+        // ticket).
         for d in rec.depts.keys() {
+            self.depts.insert(d.clone());
             self.publish(format!("d:{d}"));
         }
     }

@@ -564,8 +564,9 @@ return {1, cjson.encode(o)}
 /// Writes an agent's record (from AgentService.UpsertAgent or a desktop connecting) into the
 /// live state, creating an OFFLINE entry if there is none.
 ///
-/// KEYS: 1 agents, 2 ready, 3 staff. ARGV: 1 agent, 2 record json, 3 now, 4 events channel.
-/// Returns the pending offer's reservation if the record now forbids it (disabled), else false.
+/// KEYS: 1 agents, 2 ready, 3 staff, 4 depts. ARGV: 1 agent, 2 record json, 3 now, 4 events
+/// channel. Returns the pending offer's reservation if the record now forbids it (disabled),
+/// else false.
 pub static PUT_RECORD: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -578,7 +579,11 @@ if a.rec.dis and a.offer then withdraw = a.offer end
 if a.idle == nil then idle_check(a, now) end
 save_agent(KEYS[1], KEYS[3], KEYS[2], ARGV[1], a, before, now)
 redis.call('PUBLISH', ARGV[4], 'a:' .. ARGV[1])
-for d, _ in pairs(a.rec.depts or {}) do redis.call('PUBLISH', ARGV[4], 'd:' .. d) end
+-- A department with agents is a department (statistics list it before its first ticket).
+for d, _ in pairs(a.rec.depts or {}) do
+  redis.call('SADD', KEYS[4], d)
+  redis.call('PUBLISH', ARGV[4], 'd:' .. d)
+end
 return withdraw
 "#,
     )
@@ -588,7 +593,8 @@ return withdraw
 /// one and has not lapsed; otherwise a new session starts (replacing any other) with the
 /// initial presence.
 ///
-/// KEYS: 1 agents, 2 ready, 3 staff, 4 leases. ARGV: 1 agent, 2 record json, 3 session asked
+/// KEYS: 1 agents, 2 ready, 3 staff, 4 leases, 5 depts. ARGV: 1 agent, 2 record json, 3 session
+/// asked
 /// ('' for none), 4 new session id, 5 now, 6 lease until, 7 initial presence
 /// (available|away|keep), 8 events channel.
 /// Returns {resumed 0/1, session id, pending offer to withdraw or false}.
@@ -622,7 +628,10 @@ if a.idle == nil then idle_check(a, now) end
 save_agent(KEYS[1], KEYS[3], KEYS[2], ARGV[1], a, before, now)
 redis.call('ZADD', KEYS[4], a.lease, ARGV[1])
 redis.call('PUBLISH', ARGV[8], 'a:' .. ARGV[1])
-for d, _ in pairs(a.rec.depts or {}) do redis.call('PUBLISH', ARGV[8], 'd:' .. d) end
+for d, _ in pairs(a.rec.depts or {}) do
+  redis.call('SADD', KEYS[5], d)
+  redis.call('PUBLISH', ARGV[8], 'd:' .. d)
+end
 if resumed then return {1, a.sess, withdraw} end
 return {0, a.sess, withdraw}
 "#,
