@@ -87,8 +87,8 @@ conformance!(
     merge_moves_everything_to_the_survivor_and_undo_moves_back_exactly_that,
     undo_after_other_merges_moves_back_only_its_own_rows,
     merges_refuse_deleted_merged_or_unknown_customers,
-    #[ignore = "known gap in both stores: a shared identity left on a merged tombstone blocks claims"]
     an_identity_left_only_on_a_merged_tombstone_can_be_resolved_again,
+    undoing_a_merge_restores_a_tombstones_identities_only_if_nobody_claimed_them_since,
 );
 
 // ---- helpers --------------------------------------------------------------------------------
@@ -1815,10 +1815,9 @@ async fn merges_refuse_deleted_merged_or_unknown_customers<S: CustomerStore>(sto
 }
 
 /// Two customers share a number; one is merged into the other, and the survivor then gives the
-/// number up. Nobody live holds it (lookup is empty), yet the merged profile's tombstone still
-/// holds it (shared) and counts as a holder in every claim: resolve fails with IDENTITY_TAKEN,
-/// so an IVR caller on that number can never be resolved, and nobody can claim it unshared.
-/// Both stores behave so today (SqliteStore mirrors PgStore); ignored until a fix is chosen.
+/// number up. Nobody live holds it (lookup is empty). The merged profile's tombstone still has
+/// its (shared) row, but a tombstone holds nothing, for claims as for lookups: the number
+/// resolves to a new prospect, who owns it unshared, so an IVR caller on it is never stuck.
 async fn an_identity_left_only_on_a_merged_tombstone_can_be_resolved_again<S: CustomerStore>(
     store: &S,
 ) {
@@ -1843,4 +1842,118 @@ async fn an_identity_left_only_on_a_merged_tombstone_can_be_resolved_again<S: Cu
         .expect("an unheld number resolves to a new prospect");
     assert!(resolved.created);
     assert_eq!(lookup(store, &number).await, [resolved.customer.id]);
+}
+
+/// Undoing a merge brings back what stayed inert on the tombstone (identities the survivor held
+/// too) only if no live customer has claimed it since, as an undelete does: otherwise the undo
+/// is refused with IDENTITY_CLAIMED and changes nothing, rather than leave two owners.
+async fn undoing_a_merge_restores_a_tombstones_identities_only_if_nobody_claimed_them_since<
+    S: CustomerStore,
+>(
+    store: &S,
+) {
+    // A caller reclaims the number the survivor gave up.
+    let number = phone("020 7946 0910");
+    let own = phone("020 7946 0911");
+    let a = create(store, named("Ada"), vec![shares(number.clone())]).await;
+    let b = create(
+        store,
+        named("Bea"),
+        vec![shares(number.clone()), holds(own.clone())],
+    )
+    .await;
+    let merge = store
+        .merge(a.id, b.id, "duplicate".into())
+        .await
+        .expect("merge");
+    assert_eq!(
+        merge.identities_moved, 1,
+        "the number stays on the tombstone"
+    );
+    store
+        .remove_identity(a.id, number.clone())
+        .await
+        .expect("the survivor gives the number up");
+    let caller = store
+        .resolve(number.clone(), "new caller".into())
+        .await
+        .expect("resolve")
+        .customer;
+    assert!(!caller.identities[0].shared);
+    let a_before = get(store, a.id).await;
+    let blocked = store.undo_merge(merge.id).await.expect_err("blocked");
+    assert_eq!(blocked.reason(), "IDENTITY_CLAIMED");
+    assert_eq!(blocked.kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(
+        get(store, b.id).await,
+        a_before,
+        "still merged, nothing changed"
+    );
+    assert_eq!(lookup(store, &own).await, [a.id]);
+    assert_eq!(lookup(store, &number).await, [caller.id]);
+
+    // Once the caller shares it, the tombstone's shared row may come back beside it.
+    store
+        .add_identity(caller.id, shares(number.clone()))
+        .await
+        .expect("share");
+    let undone = store.undo_merge(merge.id).await.expect("undo");
+    assert!(undone.undone_at.is_some());
+    let b_back = get(store, b.id).await;
+    assert_eq!(b_back.id, b.id);
+    assert_eq!(b_back.identities, b.identities);
+    assert_eq!(lookup(store, &own).await, [b.id]);
+    let holders: BTreeSet<CustomerId> = lookup(store, &number).await.into_iter().collect();
+    assert_eq!(holders, BTreeSet::from([caller.id, b.id]));
+
+    // The survivor itself may now own the number unshared, which blocks the undo just as well;
+    // once nobody live holds it, the undo gives it back to the merged profile alone.
+    let desk = phone("020 7946 0912");
+    let c = create(store, named("Cleo"), vec![shares(desk.clone())]).await;
+    let d = create(store, named("Dot"), vec![shares(desk.clone())]).await;
+    let merge = store
+        .merge(c.id, d.id, "duplicate".into())
+        .await
+        .expect("merge");
+    let c_now = store
+        .add_identity(c.id, holds(desk.clone()))
+        .await
+        .expect("the tombstone's row does not stop the survivor owning it");
+    assert!(!c_now.identities[0].shared);
+    assert_eq!(reason(store.undo_merge(merge.id).await), "IDENTITY_CLAIMED");
+    assert_eq!(lookup(store, &desk).await, [c.id]);
+    store
+        .remove_identity(c.id, desk.clone())
+        .await
+        .expect("remove");
+    assert!(lookup(store, &desk).await.is_empty());
+    store.undo_merge(merge.id).await.expect("undo");
+    assert_eq!(lookup(store, &desk).await, [d.id]);
+
+    // An undelete, too, ignores a tombstone's row; the undo of that merge is then refused.
+    let line = phone("020 7946 0913");
+    let e = create(store, named("Eve"), vec![holds(line.clone())]).await;
+    store.delete(e.id, None).await.expect("delete");
+    let f = create(store, named("Fay"), vec![shares(line.clone())]).await;
+    let g = create(store, named("Gil"), vec![shares(line.clone())]).await;
+    let merge = store
+        .merge(f.id, g.id, "duplicate".into())
+        .await
+        .expect("merge");
+    assert_eq!(
+        reason(store.undelete(e.id).await),
+        "IDENTITY_CLAIMED",
+        "the survivor holds it shared"
+    );
+    store
+        .remove_identity(f.id, line.clone())
+        .await
+        .expect("remove");
+    store
+        .undelete(e.id)
+        .await
+        .expect("only the tombstone has it");
+    assert_eq!(lookup(store, &line).await, [e.id]);
+    assert_eq!(reason(store.undo_merge(merge.id).await), "IDENTITY_CLAIMED");
+    assert_eq!(get(store, g.id).await.id, f.id, "still merged");
 }

@@ -206,6 +206,11 @@ pub(crate) fn identity_taken(value: &IdentityValue) -> Error {
 
 /// Whether a claim of an identity, `shared` or not, by `customer` conflicts with its current
 /// live holders, given as (customer, shared).
+///
+/// A holder is what a lookup lists: a row not released, of a customer neither deleted nor
+/// merged. A merged profile's tombstone keeps the (shared) identities its survivor already held,
+/// but they are inert: they count for no claim, lookup or resolve until the merge is undone, and
+/// then only if they pass this same rule again (see [`check_restorable`]).
 pub(crate) fn claim_conflicts(customer: Uuid, shared: bool, holders: &[(Uuid, bool)]) -> bool {
     let mut others = holders.iter().filter(|(id, _)| *id != customer).peekable();
     others.peek().is_some() && (!shared || others.any(|(_, other_shared)| !other_shared))
@@ -241,6 +246,42 @@ pub(crate) fn identity_claimed(id: CustomerId, kind: &str, value: &str) -> Error
             "{kind} {value} of customer {id} now belongs to another customer; remove it from one of them first"
         ),
     }
+}
+
+/// Why identities stored on a customer are about to count as its holdings again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Restoring {
+    /// An undelete: the deleted customer's released identities.
+    Undelete,
+    /// An undo of this merge: the identities left inert on the merged profile's tombstone.
+    UndoMerge(Uuid),
+}
+
+/// Refuses to restore the identity `kind` `value` (`shared` or not) to `customer` when that
+/// claim would conflict with its current live `holders`, given as (customer, shared): a live
+/// customer has claimed it meanwhile, and restoring it would leave two owners.
+pub(crate) fn check_restorable(
+    restoring: Restoring,
+    customer: CustomerId,
+    kind: &str,
+    value: &str,
+    shared: bool,
+    holders: &[(Uuid, bool)],
+) -> Result<()> {
+    if !claim_conflicts(customer.0, shared, holders) {
+        return Ok(());
+    }
+    Err(match restoring {
+        Restoring::Undelete => identity_claimed(customer, kind, value),
+        Restoring::UndoMerge(merge_id) => Error::FailedPrecondition {
+            reason: "IDENTITY_CLAIMED",
+            subject: format!("merges/{merge_id}"),
+            message: format!(
+                "{kind} {value} of customer {customer} now belongs to another customer; \
+                 remove it from that customer before undoing the merge"
+            ),
+        },
+    })
 }
 
 /// A timeline write to a deleted customer.
@@ -321,5 +362,48 @@ mod tests {
         assert!(claim_conflicts(me, false, &[(other, true)]));
         assert!(claim_conflicts(me, true, &[(other, false)]));
         assert!(!claim_conflicts(me, true, &[(other, true), (me, false)]));
+    }
+
+    #[test]
+    fn a_restore_is_refused_as_a_claim_would_be_with_the_reason_of_its_operation() {
+        let me = CustomerId(Uuid::from_u128(1));
+        let other = Uuid::from_u128(2);
+        let merge = Uuid::from_u128(3);
+        let phone = "+442079460900";
+        for restoring in [Restoring::Undelete, Restoring::UndoMerge(merge)] {
+            assert!(check_restorable(restoring, me, "phone", phone, true, &[]).is_ok());
+            assert!(
+                check_restorable(restoring, me, "phone", phone, true, &[(other, true)]).is_ok()
+            );
+            assert!(
+                check_restorable(restoring, me, "phone", phone, false, &[(me.0, true)]).is_ok()
+            );
+        }
+        let refused = check_restorable(
+            Restoring::Undelete,
+            me,
+            "phone",
+            phone,
+            true,
+            &[(other, false)],
+        );
+        assert!(
+            matches!(&refused, Err(Error::FailedPrecondition { reason: "IDENTITY_CLAIMED", subject, .. })
+                if *subject == format!("customers/{me}")),
+            "{refused:?}"
+        );
+        let refused = check_restorable(
+            Restoring::UndoMerge(merge),
+            me,
+            "phone",
+            phone,
+            false,
+            &[(other, true)],
+        );
+        assert!(
+            matches!(&refused, Err(Error::FailedPrecondition { reason: "IDENTITY_CLAIMED", subject, .. })
+                if *subject == format!("merges/{merge}")),
+            "{refused:?}"
+        );
     }
 }

@@ -297,30 +297,61 @@ async fn bump_version(tx: &mut Transaction<'_, Postgres>, id: CustomerId) -> Res
     Ok(())
 }
 
-fn identity_lock_key(value: &IdentityValue) -> String {
-    format!("{}:{}", value.kind().as_str(), value.as_str())
-}
-
 /// Takes the identity's advisory lock and returns its current live holders as (customer, shared).
 async fn lock_identity(
     tx: &mut Transaction<'_, Postgres>,
     value: &IdentityValue,
 ) -> Result<Vec<(Uuid, bool)>> {
+    lock_identity_stored(tx, value.kind().as_str(), value.as_str()).await
+}
+
+/// [`lock_identity`] of an identity as stored: its kind's name and normalised value.
+async fn lock_identity_stored(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: &str,
+    value: &str,
+) -> Result<Vec<(Uuid, bool)>> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(identity_lock_key(value))
+        .bind(format!("{kind}:{value}"))
         .execute(&mut **tx)
         .await?;
     // A statement of its own: under READ COMMITTED it sees what committed while we waited for
-    // the lock, which a read in the locking statement would not.
+    // the lock, which a read in the locking statement would not. Holders are what a lookup
+    // lists: a merged profile's tombstone holds nothing (see common::claim_conflicts).
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "SELECT customer_id, shared FROM customer_identities \
-         WHERE kind = $1 AND value = $2 AND NOT released",
+        "SELECT i.customer_id, i.shared FROM customer_identities i \
+           JOIN customers c ON c.id = i.customer_id \
+         WHERE i.kind = $1 AND i.value = $2 AND NOT i.released \
+           AND c.deleted_at IS NULL AND c.merged_into IS NULL",
     )
-    .bind(value.kind().as_str())
-    .bind(value.as_str())
+    .bind(kind)
+    .bind(value)
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows)
+}
+
+/// Refuses, for `restoring`, to let the identities stored on `id` count as its holdings again
+/// if a live customer has claimed one meanwhile. Each identity is checked under its advisory
+/// lock, taken in (kind, value) order so that two restores cannot deadlock, and kept until
+/// commit, so nobody can claim it between this check and the restore.
+async fn check_restorable(
+    tx: &mut Transaction<'_, Postgres>,
+    id: CustomerId,
+    restoring: common::Restoring,
+) -> Result<()> {
+    let mine: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT kind, value, shared FROM customer_identities WHERE customer_id = $1 \
+         ORDER BY kind COLLATE \"C\", value COLLATE \"C\"",
+    )
+    .bind(id.0)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (kind, value, shared) in &mine {
+        let holders = lock_identity_stored(tx, kind, value).await?;
+        common::check_restorable(restoring, id, kind, value, *shared, &holders)?;
+    }
+    Ok(())
 }
 
 /// Claims `identity` for `customer` inside `tx`, refusing one another customer holds.
@@ -433,6 +464,20 @@ impl CustomerStore for PgStore {
                     .fetch_one(&self.pool)
                     .await?;
             return fetch(&self.pool, CustomerId(existing)).await;
+        }
+        // Locks are taken first in one global order, (kind, value) byte order, as restores
+        // take theirs, so two transactions claiming overlapping numbers cannot deadlock; the
+        // claims then go in request order (the order the identities are listed in), re-taking
+        // locks this transaction already holds.
+        if new.identities.len() > 1 {
+            let mut order: Vec<&Identity> = new.identities.iter().collect();
+            order.sort_by(|a, b| {
+                (a.value.kind().as_str(), a.value.as_str())
+                    .cmp(&(b.value.kind().as_str(), b.value.as_str()))
+            });
+            for identity in order {
+                lock_identity(&mut tx, &identity.value).await?;
+            }
         }
         for identity in &new.identities {
             claim_identity(&mut tx, id, identity).await?;
@@ -571,28 +616,8 @@ impl CustomerStore for PgStore {
         if state.deleted_at.is_none() {
             return Err(common::customer_not_deleted(id));
         }
-        // Lock every identity in a fixed order (no deadlock with other claims), then check
-        // none has been claimed by someone else meanwhile.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(kind || ':' || value, 0)) \
-             FROM (SELECT kind, value FROM customer_identities WHERE customer_id = $1 \
-                   ORDER BY kind, value) ids",
-        )
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await?;
-        let clash: Option<(String, String)> = sqlx::query_as(
-            "SELECT mine.kind, mine.value FROM customer_identities mine \
-             JOIN customer_identities other ON other.kind = mine.kind AND other.value = mine.value \
-               AND other.customer_id <> mine.customer_id AND NOT other.released \
-             WHERE mine.customer_id = $1 AND (NOT mine.shared OR NOT other.shared) LIMIT 1",
-        )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((kind, value)) = clash {
-            return Err(common::identity_claimed(id, &kind, &value));
-        }
+        // None of its identities may have been claimed by someone else meanwhile.
+        check_restorable(&mut tx, id, common::Restoring::Undelete).await?;
         sqlx::query("UPDATE customer_identities SET released = false WHERE customer_id = $1")
             .bind(id.0)
             .execute(&mut *tx)
@@ -1008,7 +1033,8 @@ impl CustomerStore for PgStore {
         .bind(&reason)
         .execute(&mut *tx)
         .await?;
-        // Identities the survivor holds already (a shared one) stay on the tombstone, inert.
+        // Identities the survivor holds already (a shared one) stay on the tombstone, inert: a
+        // tombstone holds nothing (see common::claim_conflicts) until the merge is undone.
         let (identities, interactions, satisfaction): (i64, i64, i64) = sqlx::query_as(
             "WITH mi AS (INSERT INTO customer_merge_moves (merge_id, kind, row_id) \
                  SELECT $1, 'identity', i.id FROM customer_identities i \
@@ -1101,6 +1127,15 @@ impl CustomerStore for PgStore {
             survivor_state.merged_into,
             survivor_state.deleted_at.is_some(),
         )?;
+        // What stayed inert on the tombstone (identities the survivor held too) counts again
+        // once it is live, unless a live customer has claimed it meanwhile. What the merge
+        // moved is held by the survivor until now, so no claim can conflict with it.
+        check_restorable(
+            &mut tx,
+            merge.merged,
+            common::Restoring::UndoMerge(merge_id),
+        )
+        .await?;
         sqlx::query(
             "WITH ui AS (UPDATE customer_identities SET customer_id = $3 WHERE customer_id = $2 \
                  AND id IN (SELECT row_id FROM customer_merge_moves WHERE merge_id = $1 AND kind = 'identity') \

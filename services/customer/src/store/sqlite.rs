@@ -514,16 +514,56 @@ async fn bump_version(w: &mut Write, id: CustomerId) -> Result<()> {
     Ok(())
 }
 
+/// The current live holders of an identity, given as its kind's name and normalised value, as
+/// (customer, shared). Holders are what a lookup lists: a merged profile's tombstone holds
+/// nothing (see common::claim_conflicts).
+async fn holders(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    value: &str,
+) -> Result<Vec<(Uuid, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT i.customer_id, i.shared FROM customer_identities i \
+           JOIN customers c ON c.id = i.customer_id \
+         WHERE i.kind = $1 AND i.value = $2 AND NOT i.released \
+           AND c.deleted_at IS NULL AND c.merged_into IS NULL",
+    )
+    .bind(kind)
+    .bind(value)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Refuses, for `restoring`, to let the identities stored on `id` count as its holdings again
+/// if a live customer has claimed one meanwhile. The write lock is held: nobody can claim one
+/// between this check and the restore. Checked in (kind, value) order, as in PostgreSQL.
+async fn check_restorable(
+    w: &mut Write,
+    id: CustomerId,
+    restoring: common::Restoring,
+) -> Result<()> {
+    let mine: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT kind, value, shared FROM customer_identities WHERE customer_id = $1 \
+         ORDER BY kind, value",
+    )
+    .bind(id.0)
+    .fetch_all(w.conn())
+    .await?;
+    for (kind, value, shared) in &mine {
+        let holders = holders(w.conn(), kind, value).await?;
+        common::check_restorable(restoring, id, kind, value, *shared, &holders)?;
+    }
+    Ok(())
+}
+
 /// Claims `identity` for `customer`, refusing one another customer holds.
 async fn claim_identity(w: &mut Write, customer: CustomerId, identity: &Identity) -> Result<()> {
     // The write lock is held: nobody can claim the identity between this read and the insert.
-    let holders: Vec<(Uuid, bool)> = sqlx::query_as(
-        "SELECT customer_id, shared FROM customer_identities \
-         WHERE kind = $1 AND value = $2 AND NOT released",
+    let holders = holders(
+        w.conn(),
+        identity.value.kind().as_str(),
+        identity.value.as_str(),
     )
-    .bind(identity.value.kind().as_str())
-    .bind(identity.value.as_str())
-    .fetch_all(w.conn())
     .await?;
     if common::claim_conflicts(customer.0, identity.shared, &holders) {
         return Err(common::identity_taken(&identity.value));
@@ -890,19 +930,8 @@ impl CustomerStore for SqliteStore {
         if state.deleted_at.is_none() {
             return Err(common::customer_not_deleted(id));
         }
-        // Under the write lock nobody can claim one of its identities while we check.
-        let clash: Option<(String, String)> = sqlx::query_as(
-            "SELECT mine.kind, mine.value FROM customer_identities mine \
-             JOIN customer_identities other ON other.kind = mine.kind AND other.value = mine.value \
-               AND other.customer_id <> mine.customer_id AND NOT other.released \
-             WHERE mine.customer_id = $1 AND (NOT mine.shared OR NOT other.shared) LIMIT 1",
-        )
-        .bind(id.0)
-        .fetch_optional(w.conn())
-        .await?;
-        if let Some((kind, value)) = clash {
-            return Err(common::identity_claimed(id, &kind, &value));
-        }
+        // None of its identities may have been claimed by someone else meanwhile.
+        check_restorable(&mut w, id, common::Restoring::Undelete).await?;
         sqlx::query("UPDATE customer_identities SET released = 0 WHERE customer_id = $1")
             .bind(id.0)
             .execute(w.conn())
@@ -1313,7 +1342,8 @@ impl CustomerStore for SqliteStore {
         .execute(w.conn())
         .await?;
         // Record what moves, then move exactly that (the same statements undo uses).
-        // Identities the survivor holds already (a shared one) stay on the tombstone, inert.
+        // Identities the survivor holds already (a shared one) stay on the tombstone, inert: a
+        // tombstone holds nothing (see common::claim_conflicts) until the merge is undone.
         for sql in [
             "INSERT INTO customer_merge_moves (merge_id, kind, row_id) \
              SELECT $1, 'identity', i.id FROM customer_identities i \
@@ -1400,6 +1430,10 @@ impl CustomerStore for SqliteStore {
             survivor_state.merged_into,
             survivor_state.deleted_at.is_some(),
         )?;
+        // What stayed inert on the tombstone (identities the survivor held too) counts again
+        // once it is live, unless a live customer has claimed it meanwhile. What the merge
+        // moved is held by the survivor until now, so no claim can conflict with it.
+        check_restorable(&mut w, merge.merged, common::Restoring::UndoMerge(merge_id)).await?;
         let merged_value: i64 =
             sqlx::query_scalar("SELECT merged_value_micros FROM customer_merges WHERE id = $1")
                 .bind(merge_id)
