@@ -11,7 +11,8 @@ use std::fmt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The `ErrorInfo.domain` of every Tierline error.
+/// The `ErrorInfo.domain` of an error whose service names none (see
+/// [`ServiceError::domain`]).
 pub const ERROR_DOMAIN: &str = "tierline.dev";
 
 /// What kind of failure an error is, from the client's point of view.
@@ -195,6 +196,12 @@ pub trait ServiceError: std::error::Error {
     fn precondition(&self) -> Option<(&'static str, String)> {
         None
     }
+
+    /// The `google.rpc.ErrorInfo.domain` the reasons belong to: the service's, as its proto
+    /// documents (`tierline.ticket`, `tierline.routing`, ...).
+    fn domain(&self) -> &'static str {
+        ERROR_DOMAIN
+    }
 }
 
 /// Turns a domain error into the status the client receives.
@@ -205,7 +212,7 @@ pub fn to_status<E: ServiceError>(err: &E) -> Status {
         return Status::internal("internal error; it has been logged");
     }
     let mut details = ErrorDetails::new();
-    details.set_error_info(err.reason(), ERROR_DOMAIN, HashMap::new());
+    details.set_error_info(err.reason(), err.domain(), HashMap::new());
     for v in err.field_violations() {
         details.add_bad_request_violation(v.field.clone(), v.description.clone());
     }
@@ -296,6 +303,11 @@ mod tests {
         assert_eq!(
             details.error_info().map(|i| i.reason.as_str()),
             Some("INVALID_ARGUMENT")
+        );
+        assert_eq!(
+            details.error_info().map(|i| i.domain.as_str()),
+            Some(ERROR_DOMAIN),
+            "a service that names no domain gets the default"
         );
     }
 

@@ -107,6 +107,10 @@ fn is_sqlite_busy(err: &sqlx::Error) -> bool {
 }
 
 impl ServiceError for Error {
+    fn domain(&self) -> &'static str {
+        "tierline.customer"
+    }
+
     fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,

@@ -117,6 +117,10 @@ impl From<LiveError> for Error {
 }
 
 impl ServiceError for Error {
+    fn domain(&self) -> &'static str {
+        "tierline.routing"
+    }
+
     fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,

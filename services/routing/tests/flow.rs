@@ -932,6 +932,14 @@ async fn bad_calls_get_the_contracts_errors() {
         (e.code(), reason(&e).as_str()),
         (Code::FailedPrecondition, "OFFER_NOT_YOURS")
     );
+    {
+        use tonic_types::StatusExt as _;
+        assert_eq!(
+            e.get_error_details().error_info().map(|i| i.domain.clone()),
+            Some("tierline.routing".to_owned()),
+            "the reason belongs to the routing service's domain"
+        );
+    }
     let e = desk
         .accept_offer(rpb::AcceptOfferRequest {
             agent_id: "ana".into(),

@@ -86,6 +86,10 @@ impl From<sqlx::Error> for Error {
 }
 
 impl ServiceError for Error {
+    fn domain(&self) -> &'static str {
+        "tierline.ticket"
+    }
+
     fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,

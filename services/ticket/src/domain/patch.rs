@@ -107,6 +107,10 @@ pub enum PatchError {
 }
 
 impl ServiceError for PatchError {
+    fn domain(&self) -> &'static str {
+        "tierline.ticket"
+    }
+
     fn kind(&self) -> ErrorKind {
         match self {
             PatchError::Invalid(_) => ErrorKind::InvalidArgument,

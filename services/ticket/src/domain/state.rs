@@ -481,6 +481,10 @@ impl TransitionError {
 }
 
 impl ServiceError for TransitionError {
+    fn domain(&self) -> &'static str {
+        "tierline.ticket"
+    }
+
     fn kind(&self) -> ErrorKind {
         match self {
             TransitionError::Invalid(_) => ErrorKind::InvalidArgument,
