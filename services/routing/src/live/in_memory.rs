@@ -72,8 +72,8 @@ use super::model::{
 };
 use super::scripts::WINDOW_MINUTES;
 use super::state::{
-    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, MAX_VERSION, NewOffer, Outcome,
-    PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
+    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PresenceSet,
+    RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
 };
 use crate::domain::queue::RankKey;
 
@@ -1503,26 +1503,7 @@ fn one_based(rank: u64) -> u64 {
 #[tonic::async_trait]
 impl LiveState for InMemoryLive {
     async fn sync(&self, s: &TicketSync, now: OffsetDateTime) -> Result<Synced, LiveError> {
-        if s.id.is_empty() {
-            return Err(LiveError::InvalidArgument("ticket id is empty".into()));
-        }
-        if !(1..=MAX_VERSION).contains(&s.version) {
-            return Err(LiveError::InvalidArgument(format!(
-                "ticket version {} is outside 1..=2^53",
-                s.version
-            )));
-        }
-        if s.state != RoutingState::Done && s.department.is_empty() {
-            return Err(LiveError::InvalidArgument("department is empty".into()));
-        }
-        let rank = RankKey::new(
-            s.data.escalation_level,
-            s.data.pickup_due,
-            s.data.enqueue_time,
-            &s.id,
-        );
-        let data = serde_json::to_string(&s.data)
-            .map_err(|e| LiveError::InvalidArgument(format!("ticket fields: {e}")))?;
+        let prepared = s.prepare()?;
         let args = SyncArgs {
             id: &s.id,
             v: s.version.to_string(),
@@ -1531,10 +1512,9 @@ impl LiveState for InMemoryLive {
             dept: &s.department,
             tier: s.tier.as_str(),
             chan: s.channel.as_str(),
-            // Exact: a rank key's score is an integer below 2^53 in magnitude.
-            score: rank.score() as i64,
-            member: rank.member(),
-            data,
+            score: prepared.score,
+            member: prepared.member,
+            data: prepared.data,
             required_skills: &s.data.required_skills,
             enq: time_to_ms(s.data.enqueue_time),
             due: time_to_ms(s.data.pickup_due),

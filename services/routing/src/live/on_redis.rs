@@ -15,8 +15,8 @@ use super::keys::Keys;
 use super::model::{LiveAgent, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
 use super::scripts::{self, APPLIED, IGNORED, MISSING, MOVED, NOT_PENDING, NOT_YOURS};
 use super::state::{
-    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, MAX_VERSION, NewOffer, Outcome,
-    PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
+    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PresenceSet,
+    Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
 };
 use crate::domain::queue::RankKey;
 
@@ -75,28 +75,7 @@ impl RedisLive {
 impl LiveState for RedisLive {
     /// SyncTicket (see the proto): versioned, idempotent and order-tolerant.
     async fn sync(&self, s: &TicketSync, now: OffsetDateTime) -> Result<Synced, LiveError> {
-        if s.id.is_empty() {
-            return Err(LiveError::InvalidArgument("ticket id is empty".into()));
-        }
-        if !(1..=MAX_VERSION).contains(&s.version) {
-            return Err(LiveError::InvalidArgument(format!(
-                "ticket version {} is outside 1..=2^53",
-                s.version
-            )));
-        }
-        if s.state != RoutingState::Done && s.department.is_empty() {
-            return Err(LiveError::InvalidArgument("department is empty".into()));
-        }
-        let rank = RankKey::new(
-            s.data.escalation_level,
-            s.data.pickup_due,
-            s.data.enqueue_time,
-            &s.id,
-        );
-        // Exact: a rank key's score is an integer below 2^53 in magnitude.
-        let score = rank.score() as i64;
-        let data = serde_json::to_string(&s.data)
-            .map_err(|e| LiveError::InvalidArgument(format!("ticket fields: {e}")))?;
+        let prepared = s.prepare()?;
         let tier = s.tier.as_str();
         // The guess: where the ticket is now, else where it goes.
         let (mut dept, mut cur_tier) = match self.ticket(&s.id).await? {
@@ -138,9 +117,9 @@ impl LiveState for RedisLive {
                 .arg(&s.department)
                 .arg(tier)
                 .arg(s.channel.as_str())
-                .arg(score)
-                .arg(rank.member())
-                .arg(&data)
+                .arg(prepared.score)
+                .arg(&prepared.member)
+                .arg(&prepared.data)
                 .arg(time_to_ms(s.data.enqueue_time))
                 .arg(s.agent_id.as_deref().unwrap_or(""))
                 .arg(s.reservation_id.as_deref().unwrap_or(""))

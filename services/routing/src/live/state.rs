@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::LiveError;
 use super::model::{LiveAgent, LiveDeptStats, LiveOffer, LiveRecord, LiveTicket, TicketData};
+use crate::domain::queue::RankKey;
 use crate::domain::steps::StepKind;
 
 /// How long a removed ticket's version is kept, so late older calls are ignored (the routing
@@ -73,6 +74,50 @@ pub struct TicketSync {
     pub agent_id: Option<String>,
     /// For ACTIVE and PARKED, the reservation.
     pub reservation_id: Option<String>,
+}
+
+impl TicketSync {
+    /// Checks what every implementation requires of a sync and derives what each stores: the
+    /// sorted-set score and member of its rank, and its data as JSON.
+    pub fn prepare(&self) -> Result<PreparedSync, LiveError> {
+        if self.id.is_empty() {
+            return Err(LiveError::InvalidArgument("ticket id is empty".into()));
+        }
+        if !(1..=MAX_VERSION).contains(&self.version) {
+            return Err(LiveError::InvalidArgument(format!(
+                "ticket version {} is outside 1..=2^53",
+                self.version
+            )));
+        }
+        if self.state != RoutingState::Done && self.department.is_empty() {
+            return Err(LiveError::InvalidArgument("department is empty".into()));
+        }
+        let rank = RankKey::new(
+            self.data.escalation_level,
+            self.data.pickup_due,
+            self.data.enqueue_time,
+            &self.id,
+        );
+        let data = serde_json::to_string(&self.data)
+            .map_err(|e| LiveError::InvalidArgument(format!("ticket fields: {e}")))?;
+        Ok(PreparedSync {
+            // Exact: a rank key's score is an integer below 2^53 in magnitude.
+            score: rank.score() as i64,
+            member: rank.member(),
+            data,
+        })
+    }
+}
+
+/// What [`TicketSync::prepare`] derives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedSync {
+    /// The queue score.
+    pub score: i64,
+    /// The queue member.
+    pub member: String,
+    /// [`TicketData`] as JSON.
+    pub data: String,
 }
 
 /// What a SyncTicket did.
