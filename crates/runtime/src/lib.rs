@@ -6,6 +6,7 @@
 //!   slot and graceful shutdown.
 //! - [`error`]: the one mapping from domain errors to gRPC statuses with `google.rpc` details.
 //! - [`db`]: PostgreSQL pool and embedded migrations.
+//! - [`sqlite`]: SQLite for the single-process dev mode: one writer, times as [`sqlite::Stamp`].
 //! - [`process`]: what every service binary does, so each `main` is one line.
 //! - [`wire`]: conversions between wire types (timestamps, page tokens) and domain types.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod error;
 pub mod process;
 pub mod server;
 pub mod shutdown;
+pub mod sqlite;
 pub mod telemetry;
 pub mod wire;
 

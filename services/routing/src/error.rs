@@ -1,7 +1,7 @@
 //! The routing service's one error type, and its mapping to gRPC status codes.
 
 use tierline_runtime::error::{ErrorKind, FieldViolation, ServiceError};
-use tierline_runtime::{Violations, db};
+use tierline_runtime::{Violations, db, sqlite};
 
 use crate::live::LiveError;
 
@@ -41,7 +41,8 @@ pub enum Error {
         /// What is wrong, for people.
         message: String,
     },
-    /// PostgreSQL could not be reached.
+    /// The database could not be reached (PostgreSQL), or another process held SQLite's write
+    /// lock past the busy timeout.
     #[error("database unavailable")]
     DatabaseUnavailable(#[source] sqlx::Error),
     /// Redis could not be reached, or the live state is being rebuilt.
@@ -97,7 +98,7 @@ impl From<Violations> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if db::is_unavailable(&err) {
+        if db::is_unavailable(&err) || sqlite::is_busy(&err) {
             Error::DatabaseUnavailable(err)
         } else {
             Error::Database(err)

@@ -4,6 +4,9 @@
 //! state in Redis (queues, agents and offers, changed only by atomic Lua scripts); [`router`]:
 //! the domain's decisions applied to the live state, and the background loop; [`api`]: the gRPC
 //! adapters; [`agents`]: the durable agent records.
+//!
+//! [`serve`] runs on PostgreSQL and Redis; [`serve_with_parts`] on any agent store and live
+//! state, such as SQLite and the in-process live state of the single-process dev mode.
 #![forbid(unsafe_code)]
 
 pub mod agents;
@@ -25,11 +28,12 @@ use tierline_proto::routing::routing_service_server::RoutingServiceServer;
 use tierline_runtime::server::{ServeError, ServiceHost};
 use tokio::net::TcpListener;
 
-use crate::agents::PgAgents;
+use crate::agents::{AgentStore, PgAgents};
 use crate::config::Config;
 use crate::live::RedisSettings;
 use crate::live::keys::Keys;
 use crate::live::on_redis::RedisLive;
+use crate::live::state::LiveState;
 use crate::router::{Clock, Router, SystemClock};
 use crate::tickets::Tickets;
 
@@ -75,14 +79,37 @@ pub async fn serve_with(
         .map_err(|e| StartError::Config(format!("redis.url: {e}")))?;
     let keys = Keys::new(config.redis.key_prefix.clone())
         .map_err(|e| StartError::Config(e.to_string()))?;
+    serve_with_parts(
+        listener,
+        config,
+        Arc::new(PgAgents::new(pool)),
+        Arc::new(RedisLive::new(client, conn, keys)),
+        clock,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves with the given agent store, live state and clock until `shutdown`: what [`serve`]
+/// and [`serve_with`] do once they have connected, and what the single-process dev mode calls
+/// with [`agents::SqliteAgents`] and [`live::in_memory::InMemoryLive`]. `config.database` and
+/// `config.redis` are not read; the ticket service is `config.ticket_service`, as always.
+pub async fn serve_with_parts(
+    listener: TcpListener,
+    config: Config,
+    agents: Arc<dyn AgentStore>,
+    live: Arc<dyn LiveState>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let tickets = Tickets::new(
         &config.ticket_service.endpoint,
         config.ticket_service.timeout,
     )
     .map_err(StartError::Config)?;
     let router = Router::new(
-        Arc::new(RedisLive::new(client, conn, keys)),
-        PgAgents::new(pool),
+        live,
+        agents,
         tickets,
         config.routing.clone(),
         config.router,

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::{broadcast, watch};
 
-use crate::agents::{AgentRecord, PgAgents};
+use crate::agents::{AgentRecord, AgentStore};
 use crate::config::RouterSettings;
 use crate::domain::agent::AgentState;
 use crate::domain::config::RoutingConfig;
@@ -102,7 +102,7 @@ pub struct Router {
 
 struct Inner {
     live: Arc<dyn LiveState>,
-    agents: PgAgents,
+    agents: Arc<dyn AgentStore>,
     tickets: Tickets,
     config: RoutingConfig,
     settings: RouterSettings,
@@ -118,6 +118,7 @@ impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("live", &self.inner.live)
+            .field("agents", &self.inner.agents)
             .finish()
     }
 }
@@ -126,7 +127,7 @@ impl Router {
     /// A router over its parts.
     pub fn new(
         live: Arc<dyn LiveState>,
-        agents: PgAgents,
+        agents: Arc<dyn AgentStore>,
         tickets: Tickets,
         config: RoutingConfig,
         settings: RouterSettings,
@@ -156,8 +157,8 @@ impl Router {
     }
 
     /// The agent records.
-    pub fn agents(&self) -> &PgAgents {
-        &self.inner.agents
+    pub fn agents(&self) -> &dyn AgentStore {
+        self.inner.agents.as_ref()
     }
 
     /// The routing rules.

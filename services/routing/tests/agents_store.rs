@@ -1,18 +1,91 @@
-//! Agent records against a real PostgreSQL, each test on a fresh database (`#[sqlx::test]`,
-//! needs `DATABASE_URL`): create and masked update, optimistic concurrency, idempotent upserts,
-//! concurrent creation of one id, listing with filters and keyset pages, batch reads.
+//! The behaviour of an agent store, one suite for every store. Each test is an `async fn` over
+//! any [`AgentStore`]; `conformance!` runs it on PostgreSQL (`pg::`, a fresh database per test
+//! through `#[sqlx::test]`, needs `DATABASE_URL`), on SQLite in memory (`sqlite_memory::`, one
+//! connection) and on a SQLite file (`sqlite_file::`, several connections on a multi-threaded
+//! runtime, so concurrent upserts really contend for the writer): create and masked update,
+//! optimistic concurrency, idempotent upserts, concurrent creation of one id, listing with
+//! filters and keyset pages, batch reads. The PostgreSQL indexes have a test of their own.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use sqlx::PgPool;
 use tierline_proto::prost_types::FieldMask;
 use tierline_proto::routing as pb;
 use tierline_routing::agents::{
-    AgentFilter, AgentUpsert, PgAgents, agent_to_proto, parse_list_agents, parse_upsert,
+    AgentFilter, AgentStore, AgentUpsert, PgAgents, agent_to_proto, parse_list_agents, parse_upsert,
 };
 use tierline_routing::error::Error;
 use tierline_runtime::ServiceError;
 use tierline_types::Channel;
+
+/// Runs each named test body on every store.
+macro_rules! conformance {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
+        mod pg {
+            use std::sync::Arc;
+
+            use sqlx::PgPool;
+            use tierline_routing::agents::PgAgents;
+            $(
+                #[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
+                $(#[$attr])*
+                async fn $name(pool: PgPool) {
+                    super::$name(Arc::new(PgAgents::new(pool))).await;
+                }
+            )+
+        }
+
+        mod sqlite_memory {
+            use std::sync::Arc;
+
+            use tierline_routing::agents::SqliteAgents;
+            $(
+                #[tokio::test]
+                $(#[$attr])*
+                async fn $name() {
+                    let store = SqliteAgents::in_memory().await.expect("open in memory");
+                    super::$name(Arc::new(store)).await;
+                }
+            )+
+        }
+
+        mod sqlite_file {
+            use std::sync::Arc;
+
+            use tierline_routing::agents::SqliteAgents;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                $(#[$attr])*
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("temporary directory");
+                    let store = SqliteAgents::open(dir.path().join("routing.db"))
+                        .await
+                        .expect("open a new file");
+                    super::$name(Arc::new(store.clone())).await;
+                    store.close().await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    an_absent_agent_is_created_at_version_1,
+    creating_without_a_display_name_is_invalid,
+    an_update_changes_only_the_masked_fields,
+    a_stale_expected_version_is_aborted,
+    an_expected_version_for_an_absent_agent_is_aborted,
+    an_unchanged_upsert_keeps_the_version,
+    concurrent_upserts_of_one_new_id_all_succeed_on_one_row,
+    list_filters_combine,
+    list_pages_by_id_without_gaps_or_repeats,
+    get_many_returns_the_existing_agents_by_id,
+    a_stored_record_converts_to_the_wire,
+);
+
+/// A store as the router holds it.
+type Store = Arc<dyn AgentStore>;
 
 fn capacity(channel: Channel, n: i32) -> pb::ChannelCapacity {
     pb::ChannelCapacity {
@@ -53,9 +126,7 @@ fn ids(records: &[tierline_routing::agents::AgentRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn an_absent_agent_is_created_at_version_1(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn an_absent_agent_is_created_at_version_1(store: Store) {
     assert_eq!(store.get("agent-7").await.expect("get"), None);
     // A mask is ignored when creating: every field is taken.
     let created = store
@@ -75,9 +146,7 @@ async fn an_absent_agent_is_created_at_version_1(pool: PgPool) {
     assert_eq!(store.get("agent-7").await.expect("get"), Some(created));
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn creating_without_a_display_name_is_invalid(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn creating_without_a_display_name_is_invalid(store: Store) {
     let nameless = pb::Agent {
         display_name: String::new(),
         ..agent("agent-7")
@@ -93,9 +162,7 @@ async fn creating_without_a_display_name_is_invalid(pool: PgPool) {
     assert_eq!(store.get("agent-7").await.expect("get"), None);
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn an_update_changes_only_the_masked_fields(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn an_update_changes_only_the_masked_fields(store: Store) {
     let v1 = store
         .upsert(&upsert(agent("agent-7"), &[], None))
         .await
@@ -141,9 +208,7 @@ async fn an_update_changes_only_the_masked_fields(pool: PgPool) {
     assert_eq!(store.get("agent-7").await.expect("get"), Some(v3));
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn a_stale_expected_version_is_aborted(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn a_stale_expected_version_is_aborted(store: Store) {
     store
         .upsert(&upsert(agent("agent-7"), &[], None))
         .await
@@ -174,9 +239,7 @@ async fn a_stale_expected_version_is_aborted(pool: PgPool) {
     assert!(!stored.disabled, "nothing written");
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn an_expected_version_for_an_absent_agent_is_aborted(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn an_expected_version_for_an_absent_agent_is_aborted(store: Store) {
     let err = store
         .upsert(&upsert(agent("agent-7"), &[], Some(1)))
         .await
@@ -192,9 +255,7 @@ async fn an_expected_version_for_an_absent_agent_is_aborted(pool: PgPool) {
     assert_eq!(store.get("agent-7").await.expect("get"), None);
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn an_unchanged_upsert_keeps_the_version(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn an_unchanged_upsert_keeps_the_version(store: Store) {
     let created = store
         .upsert(&upsert(agent("agent-7"), &[], None))
         .await
@@ -224,9 +285,7 @@ async fn an_unchanged_upsert_keeps_the_version(pool: PgPool) {
     assert_eq!(again, created);
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn concurrent_upserts_of_one_new_id_all_succeed_on_one_row(pool: PgPool) {
-    let store = PgAgents::new(pool.clone());
+async fn concurrent_upserts_of_one_new_id_all_succeed_on_one_row(store: Store) {
     // Sixteen different names: every upsert is a change, so the versions must be exactly
     // 1..=16, each returned once, and the row must end at 16.
     let tasks = (0..16).map(|i| {
@@ -247,11 +306,12 @@ async fn concurrent_upserts_of_one_new_id_all_succeed_on_one_row(pool: PgPool) {
     }
     versions.sort_unstable();
     assert_eq!(versions, (1..=16).collect::<Vec<i64>>());
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    assert_eq!(rows, 1);
+    let all = AgentFilter {
+        include_disabled: true,
+        ..Default::default()
+    };
+    let rows = store.list(&all, None, 100).await.expect("list");
+    assert_eq!(ids(&rows), ["agent-new"], "one row");
     let stored = store.get("agent-new").await.expect("get").expect("exists");
     assert_eq!(stored.version, 16);
 
@@ -267,7 +327,7 @@ async fn concurrent_upserts_of_one_new_id_all_succeed_on_one_row(pool: PgPool) {
 }
 
 /// Agents a0..a9: even ones in billing, odd ones in sales, a0-a2 in team "t1", a3 disabled.
-async fn seed(store: &PgAgents) {
+async fn seed(store: &dyn AgentStore) {
     for i in 0..10 {
         let department = if i % 2 == 0 { "billing" } else { "sales" };
         let a = pb::Agent {
@@ -280,10 +340,8 @@ async fn seed(store: &PgAgents) {
     }
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn list_filters_combine(pool: PgPool) {
-    let store = PgAgents::new(pool);
-    seed(&store).await;
+async fn list_filters_combine(store: Store) {
+    seed(store.as_ref()).await;
     let list = |filter: AgentFilter| {
         let store = store.clone();
         async move { store.list(&filter, None, 100).await.expect("list") }
@@ -346,10 +404,8 @@ async fn list_filters_combine(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn list_pages_by_id_without_gaps_or_repeats(pool: PgPool) {
-    let store = PgAgents::new(pool);
-    seed(&store).await;
+async fn list_pages_by_id_without_gaps_or_repeats(store: Store) {
+    seed(store.as_ref()).await;
     let filter = AgentFilter {
         department: Some("common".into()),
         include_disabled: true,
@@ -402,10 +458,8 @@ async fn list_pages_by_id_without_gaps_or_repeats(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn get_many_returns_the_existing_agents_by_id(pool: PgPool) {
-    let store = PgAgents::new(pool);
-    seed(&store).await;
+async fn get_many_returns_the_existing_agents_by_id(store: Store) {
+    seed(store.as_ref()).await;
     let wanted = ["a7", "missing", "a1", "a3", "a7"].map(str::to_owned);
     let found = store.get_many(&wanted).await.expect("get_many");
     assert_eq!(ids(&found), ["a1", "a3", "a7"]);
@@ -413,9 +467,7 @@ async fn get_many_returns_the_existing_agents_by_id(pool: PgPool) {
     assert!(store.get_many(&[]).await.expect("none").is_empty());
 }
 
-#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn a_stored_record_converts_to_the_wire(pool: PgPool) {
-    let store = PgAgents::new(pool);
+async fn a_stored_record_converts_to_the_wire(store: Store) {
     let created = store
         .upsert(&upsert(agent("agent-7"), &[], None))
         .await
@@ -436,7 +488,7 @@ async fn a_stored_record_converts_to_the_wire(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
-async fn list_queries_use_indexes_at_10000_agents(pool: PgPool) {
+async fn pg_list_queries_use_indexes_at_10000_agents(pool: PgPool) {
     // 10,000 agents in 50 departments (two each), 100 teams, every 10th disabled.
     sqlx::query(
         "INSERT INTO agents (id, display_name, departments, team_id, skills, capacities, \

@@ -63,7 +63,7 @@ impl Fixture {
         live.mark_built(T0).await.expect("mark built");
         let router = Router::new(
             live,
-            PgAgents::new(pool),
+            Arc::new(PgAgents::new(pool)),
             Tickets::new("http://127.0.0.1:1", Duration::from_millis(200)).expect("endpoint"),
             RoutingConfig::default(),
             RouterSettings::default(),
@@ -616,7 +616,7 @@ async fn watching_streams_a_snapshot_at_once_then_every_interval(pool: PgPool) {
             conn,
             Keys::new("test:down:").expect("prefix"),
         )),
-        PgAgents::new(pool),
+        Arc::new(PgAgents::new(pool)),
         Tickets::new("http://127.0.0.1:1", Duration::from_millis(200)).expect("endpoint"),
         RoutingConfig::default(),
         RouterSettings::default(),

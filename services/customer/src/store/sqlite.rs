@@ -7,7 +7,8 @@
 //!   writes over: identity claims, resolves, idempotency keys and version checks need neither
 //!   advisory nor row locks, and cannot race. Writers of this process first queue on an async
 //!   mutex, so they wait their turn in order rather than in SQLite's sleeping busy handler; the
-//!   busy timeout then only matters when another process holds the file.
+//!   busy timeout then only matters when another process holds the file. This machinery, and
+//!   [`Stamp`], are [`tierline_runtime::sqlite`], shared by every service's SQLite store.
 //! - **Snapshots.** Reads of more than one statement run in a deferred transaction, one
 //!   snapshot; in WAL mode they do not wait for the writer.
 //! - **Types.** Ids are 16-byte blobs (they order as PostgreSQL's uuid does), times are integer
@@ -19,22 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::encode::IsNull;
-use sqlx::error::BoxDynError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous, SqliteTypeInfo, SqliteValueRef,
-};
+use sqlx::sqlite::SqliteConnection;
 use sqlx::types::Json;
-use sqlx::{Decode, Encode, FromRow, QueryBuilder, Sqlite, Transaction, Type};
+use sqlx::{FromRow, QueryBuilder, Sqlite, Transaction};
+use tierline_runtime::sqlite::{SqliteDb, Stamp, Write, opt_time};
 use tierline_types::{Channel, Tier};
-use time::OffsetDateTime;
-use time::macros::datetime;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::common::{self, CustomerRecord, IdentityJson, corrupt, resolved_from};
@@ -51,76 +42,7 @@ use crate::error::{Error, Result};
 pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations_sqlite");
 
 /// How long a write waits for another process's write lock before the call is UNAVAILABLE.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Connections of a file store: readers run in parallel beside the one writer.
-const FILE_CONNECTIONS: u32 = 8;
-
-/// A time as stored: microseconds since the Unix epoch, UTC.
-///
-/// Rounded as sqlx rounds a `timestamptz` for PostgreSQL (towards 2000-01-01), so both stores
-/// keep the same instant for an input with nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Stamp(i64);
-
-/// PostgreSQL's epoch, from which sqlx counts the microseconds of a `timestamptz`.
-const PG_EPOCH: OffsetDateTime = datetime!(2000-01-01 0:00 UTC);
-/// [`PG_EPOCH`] in microseconds since the Unix epoch.
-const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
-
-impl Stamp {
-    fn from_time(at: OffsetDateTime) -> Self {
-        let since_pg_epoch = (at - PG_EPOCH).whole_microseconds();
-        // Times outside i64 microseconds (±292,000 years) cannot reach here: the API accepts
-        // years 1 to 9999. Saturate rather than fail if one ever does.
-        let micros = i64::try_from(since_pg_epoch)
-            .unwrap_or(if since_pg_epoch < 0 {
-                i64::MIN
-            } else {
-                i64::MAX
-            })
-            .saturating_add(PG_EPOCH_UNIX_MICROS);
-        Stamp(micros)
-    }
-
-    fn now() -> Self {
-        Stamp::from_time(OffsetDateTime::now_utc())
-    }
-
-    fn to_time(self) -> Result<OffsetDateTime> {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000)
-            .map_err(|_| Error::Corrupt(format!("time {} µs", self.0)))
-    }
-}
-
-fn opt_time(stamp: Option<Stamp>) -> Result<Option<OffsetDateTime>> {
-    stamp.map(Stamp::to_time).transpose()
-}
-
-impl Type<Sqlite> for Stamp {
-    fn type_info() -> SqliteTypeInfo {
-        <i64 as Type<Sqlite>>::type_info()
-    }
-
-    fn compatible(ty: &SqliteTypeInfo) -> bool {
-        <i64 as Type<Sqlite>>::compatible(ty)
-    }
-}
-
-impl Encode<'_, Sqlite> for Stamp {
-    fn encode_by_ref(
-        &self,
-        buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
-    ) -> std::result::Result<IsNull, BoxDynError> {
-        <i64 as Encode<Sqlite>>::encode_by_ref(&self.0, buf)
-    }
-}
-
-impl Decode<'_, Sqlite> for Stamp {
-    fn decode(value: SqliteValueRef<'_>) -> std::result::Result<Self, BoxDynError> {
-        <i64 as Decode<Sqlite>>::decode(value).map(Stamp)
-    }
-}
+pub use tierline_runtime::sqlite::BUSY_TIMEOUT;
 
 /// The customer columns every read returns, with identities as a JSON array (booleans made
 /// JSON booleans: SQLite keeps them as 0 and 1).
@@ -352,79 +274,27 @@ impl RowState {
     }
 }
 
-/// A write transaction: `BEGIN IMMEDIATE`, so it holds SQLite's write lock from the start, and
-/// this process's turn to write. Dropped without [`Write::commit`], it rolls back.
-struct Write {
-    // Declared first so it is dropped first: the rollback is queued before the turn passes on.
-    tx: Transaction<'static, Sqlite>,
-    /// The time of every change this transaction makes, as `now()` is in PostgreSQL.
-    now: Stamp,
-    _turn: OwnedMutexGuard<()>,
-}
-
-impl Write {
-    fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
-    }
-
-    async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
-    }
-}
-
 /// The store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    /// This process's writers queue here before they ask SQLite for the write lock.
-    writer: Arc<Mutex<()>>,
+    /// The pool and this process's queue of writers (see [`tierline_runtime::sqlite`]).
+    db: SqliteDb,
 }
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database file at `path`, in WAL mode with foreign
     /// keys on and a busy timeout of [`BUSY_TIMEOUT`], and applies [`SQLITE_MIGRATOR`].
     pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // In WAL mode NORMAL never corrupts the file; a power cut may lose the last commits,
-            // which a dev mode can afford for many fewer fsyncs.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(FILE_CONNECTIONS)
-            .connect_with(options)
-            .await?;
-        Self::migrated(pool).await
+        Ok(SqliteStore {
+            db: SqliteDb::open(path, &SQLITE_MIGRATOR).await?,
+        })
     }
 
     /// A fresh private database in memory, for tests. It lives in one connection, which the
     /// pool never closes (closing it would lose the data), so calls take turns.
     pub async fn in_memory() -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .min_connections(1)
-            .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await?;
-        Self::migrated(pool).await
-    }
-
-    async fn migrated(pool: SqlitePool) -> Result<Self> {
-        SQLITE_MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(sqlx::Error::from)?;
         Ok(SqliteStore {
-            pool,
-            writer: Arc::new(Mutex::new(())),
+            db: SqliteDb::in_memory(&SQLITE_MIGRATOR).await?,
         })
     }
 
@@ -435,24 +305,17 @@ impl SqliteStore {
 
     /// Waits for in-flight calls and closes the database, checkpointing the WAL into the file.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 
     /// Starts a write transaction (see [`Write`]).
     async fn write(&self) -> Result<Write> {
-        let turn = self.writer.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Taken under the write lock, so times follow the order in which writes commit.
-        Ok(Write {
-            tx,
-            now: Stamp::now(),
-            _turn: turn,
-        })
+        Ok(self.db.write().await?)
     }
 
     /// Starts a read transaction: one snapshot for reads of several statements.
     async fn read(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin().await?)
+        Ok(self.db.read().await?)
     }
 }
 
@@ -891,7 +754,7 @@ impl CustomerStore for SqliteStore {
         }
         q.push(" ORDER BY c.id LIMIT ")
             .push_bind(i64::from(limit) + 1);
-        let rows: Vec<CustomerRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<CustomerRow> = q.build_query_as().fetch_all(self.db.pool()).await?;
         let items = rows
             .into_iter()
             .map(CustomerRow::into_domain)
@@ -985,7 +848,7 @@ impl CustomerStore for SqliteStore {
     }
 
     async fn lookup(&self, value: &IdentityValue) -> Result<Vec<Customer>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool().acquire().await?;
         lookup_with(&mut conn, value).await
     }
 
@@ -1476,28 +1339,5 @@ impl CustomerStore for SqliteStore {
             .ok_or_else(|| common::merge_not_found(merge_id))?;
         w.commit().await?;
         Ok(merge)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_keep_microseconds_and_truncate_like_sqlx_does_for_postgres() {
-        let at = datetime!(2026-11-28 12:34:56.123456789 UTC);
-        let stamp = Stamp::from_time(at);
-        assert_eq!(
-            stamp.to_time().ok(),
-            Some(datetime!(2026-11-28 12:34:56.123456 UTC))
-        );
-        // Before 2000 sqlx truncates towards 2000-01-01, that is upwards.
-        let old = datetime!(1999-12-31 23:59:59.000001500 UTC);
-        assert_eq!(
-            Stamp::from_time(old).to_time().ok(),
-            Some(datetime!(1999-12-31 23:59:59.000002 UTC))
-        );
-        assert_eq!(Stamp::from_time(OffsetDateTime::UNIX_EPOCH), Stamp(0));
-        assert!(Stamp::from_time(datetime!(0001-01-01 0:00 UTC)) < Stamp(0));
     }
 }

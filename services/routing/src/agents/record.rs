@@ -196,7 +196,7 @@ impl AgentUpsert {
     }
 }
 
-/// Filters of [`crate::agents::PgAgents::list`]; they combine with AND.
+/// Filters of [`crate::agents::AgentStore::list`]; they combine with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentFilter {
     /// Only agents serving this department.

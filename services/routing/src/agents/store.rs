@@ -1,203 +1,53 @@
-//! Agent records in PostgreSQL (table `agents`, see `migrations/20261128000001_agents.sql`).
+//! The agent records' store as a trait, [`AgentStore`], and what its implementations share.
 //!
-//! An upsert is one transaction: lock the row, check the expected version, apply the masked
-//! fields, and write only if something changed. Creation is `INSERT ... ON CONFLICT DO
-//! NOTHING`, so concurrent upserts of the same new id never surface a unique violation: the
-//! losers find the winner's row and update it like any other.
+//! Two implementations: [`super::PgAgents`] (production: PostgreSQL) and
+//! [`super::SqliteAgents`] (the single-process dev mode: one SQLite file). Both must behave the
+//! same; `tests/agents_store.rs` runs one suite on both.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::postgres::PgPool;
 use sqlx::types::Json;
-use sqlx::{FromRow, Postgres, QueryBuilder, Transaction};
 use tierline_types::Channel;
-use time::OffsetDateTime;
 
 use super::convert::ListAgentsQuery;
-use super::record::{AgentFields, AgentFilter, AgentRecord, AgentUpsert, CHANNELS};
+use super::record::{AgentFilter, AgentRecord, AgentUpsert, CHANNELS};
 use crate::domain::agent::ChannelCounts;
 use crate::error::{Error, Result};
 
-/// The embedded migrations of the agent records, applied at start.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-const COLUMNS: &str = "id, display_name, departments, team_id, skills, capacities, disabled, \
-    version, create_time, update_time";
-
-/// Agent records in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PgAgents {
-    pool: PgPool,
-}
-
-#[derive(FromRow)]
-struct AgentRow {
-    id: String,
-    display_name: String,
-    departments: Vec<String>,
-    team_id: Option<String>,
-    skills: Vec<String>,
-    capacities: Json<BTreeMap<String, i64>>,
-    disabled: bool,
-    version: i64,
-    create_time: OffsetDateTime,
-    update_time: OffsetDateTime,
-}
-
-impl TryFrom<AgentRow> for AgentRecord {
-    type Error = Error;
-
-    fn try_from(row: AgentRow) -> Result<AgentRecord> {
-        let mut capacity = ChannelCounts::default();
-        for (name, n) in &row.capacities.0 {
-            let channel = Channel::from_db(name).ok_or_else(|| {
-                Error::Corrupt(format!("agent {}: capacity channel {name:?}", row.id))
-            })?;
-            let n = u32::try_from(*n).map_err(|_| {
-                Error::Corrupt(format!("agent {}: capacity {n} for {name}", row.id))
-            })?;
-            capacity.set(channel, n);
-        }
-        Ok(AgentRecord {
-            id: row.id,
-            display_name: row.display_name,
-            departments: row.departments.into_iter().collect(),
-            team_id: row.team_id,
-            skills: row.skills.into_iter().collect(),
-            capacity,
-            disabled: row.disabled,
-            version: row.version,
-            created_at: row.create_time,
-            updated_at: row.update_time,
-        })
-    }
-}
-
-/// Capacities as stored: `{"chat": 3, "voice": 1}`, channels without capacity left out.
-fn capacities_json(capacity: &ChannelCounts) -> Json<BTreeMap<&'static str, u32>> {
-    Json(
-        CHANNELS
-            .into_iter()
-            .filter(|c| capacity.get(*c) > 0)
-            .map(|c| (c.as_str(), capacity.get(c)))
-            .collect(),
-    )
-}
-
-fn sorted(set: &BTreeSet<String>) -> Vec<&str> {
-    set.iter().map(String::as_str).collect()
-}
-
-impl PgAgents {
-    /// The store over `pool` (migrated with [`MIGRATOR`]).
-    pub fn new(pool: PgPool) -> PgAgents {
-        PgAgents { pool }
-    }
-
+/// Durable agent records: who the agents are and what they can do.
+#[tonic::async_trait]
+pub trait AgentStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates the agent, or updates the masked fields of an existing one.
     ///
     /// - Absent agent: created at version 1 with every field of the upsert (the mask is
-    ///   ignored; the display name is required). With `expected_version` set it is
-    ///   [`Error::StaleVersion`] with `actual: 0` instead.
+    ///   ignored; the display name is required), create and update time equal. With
+    ///   `expected_version` set it is [`Error::StaleVersion`] with `actual: 0` instead.
     /// - Existing agent: a stale `expected_version` is [`Error::StaleVersion`]; otherwise the
     ///   masked fields are applied, and version and update time move only if something changed,
-    ///   so a repeated upsert returns the record as it is.
-    pub async fn upsert(&self, upsert: &AgentUpsert) -> Result<AgentRecord> {
-        let mut tx = self.pool.begin().await?;
-        // Two rounds at most: if the agent is absent but a concurrent upsert creates it first,
-        // our insert does nothing and the second round updates the winner's row.
-        for _ in 0..2 {
-            let current = lock(&mut tx, &upsert.id).await?;
-            let record = match current {
-                Some(current) => update(&mut tx, upsert, current).await?,
-                None => {
-                    if let Some(expected) = upsert.expected_version {
-                        return Err(Error::StaleVersion {
-                            what: "agent",
-                            id: upsert.id.clone(),
-                            expected,
-                            actual: 0,
-                        });
-                    }
-                    match insert(&mut tx, &upsert.id, &upsert.creation()?).await? {
-                        Some(created) => created,
-                        None => continue,
-                    }
-                }
-            };
-            tx.commit().await?;
-            return Ok(record);
-        }
-        // Rows are never deleted, so a row that blocked our insert is there to lock.
-        Err(Error::Corrupt(format!(
-            "agent {} neither inserted nor found",
-            upsert.id
-        )))
-    }
+    ///   so a repeated upsert returns the record as it is. The update time never goes
+    ///   backwards, even if the clock does.
+    ///
+    /// Concurrent upserts of one id serialise: each sees the one before, none fails for the
+    /// race.
+    async fn upsert(&self, upsert: &AgentUpsert) -> Result<AgentRecord>;
 
     /// One agent, if it exists.
-    pub async fn get(&self, id: &str) -> Result<Option<AgentRecord>> {
-        let row: Option<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM agents WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(AgentRecord::try_from).transpose()
-    }
+    async fn get(&self, id: &str) -> Result<Option<AgentRecord>>;
 
     /// The agents of `ids` that exist, by id; unknown ids are left out, repeated ones count once.
-    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<AgentRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows: Vec<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM agents WHERE id = ANY($1) ORDER BY id"
-        )))
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(AgentRecord::try_from).collect()
-    }
+    async fn get_many(&self, ids: &[String]) -> Result<Vec<AgentRecord>>;
 
     /// Up to `limit` agents matching `filter` with ids after `after_id`, by id (byte order).
-    ///
-    /// Keyset pagination on the primary key; the department filter uses the GIN index on
-    /// `departments`, the team filter the `(team_id, id)` index.
-    pub async fn list(
+    async fn list(
         &self,
         filter: &AgentFilter,
         after_id: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<AgentRecord>> {
-        // Only the conditions in use go into the SQL (every value bound), so each combination
-        // gets its own plan: `($1 IS NULL OR ...)` would let a cached generic plan skip the
-        // indexes.
-        let mut q = QueryBuilder::<Postgres>::new("SELECT ");
-        q.push(COLUMNS).push(" FROM agents WHERE true");
-        if let Some(after) = after_id {
-            q.push(" AND id > ").push_bind(after.to_owned());
-        }
-        if let Some(department) = &filter.department {
-            // `@>` is what the GIN index serves; `$1 = ANY(departments)` would scan.
-            q.push(" AND departments @> ARRAY[")
-                .push_bind(department.clone())
-                .push("]::text[]");
-        }
-        if let Some(team) = &filter.team_id {
-            q.push(" AND team_id = ").push_bind(team.clone());
-        }
-        if !filter.include_disabled {
-            q.push(" AND NOT disabled");
-        }
-        q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-        let rows: Vec<AgentRow> = q.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(AgentRecord::try_from).collect()
-    }
+    ) -> Result<Vec<AgentRecord>>;
 
     /// One page of a parsed ListAgents request: the agents and the next page token (empty on
     /// the last page). The caller filters the agents by presence; the token stays as returned.
-    pub async fn list_page(&self, query: &ListAgentsQuery) -> Result<(Vec<AgentRecord>, String)> {
+    async fn list_page(&self, query: &ListAgentsQuery) -> Result<(Vec<AgentRecord>, String)> {
         // One more than the page tells whether another page follows.
         let mut agents = self
             .list(
@@ -220,81 +70,58 @@ impl PgAgents {
     }
 }
 
-async fn lock(tx: &mut Transaction<'_, Postgres>, id: &str) -> Result<Option<AgentRecord>> {
-    let row: Option<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agents WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(AgentRecord::try_from).transpose()
+/// Capacities as stored: `{"chat": 3, "voice": 1}`, channels without capacity left out.
+pub(super) fn capacities_json(capacity: &ChannelCounts) -> Json<BTreeMap<&'static str, u32>> {
+    Json(
+        CHANNELS
+            .into_iter()
+            .filter(|c| capacity.get(*c) > 0)
+            .map(|c| (c.as_str(), capacity.get(c)))
+            .collect(),
+    )
 }
 
-/// Inserts a new agent at version 1; `None` if the id exists (a concurrent creator won).
-async fn insert(
-    tx: &mut Transaction<'_, Postgres>,
-    id: &str,
-    fields: &AgentFields,
-) -> Result<Option<AgentRecord>> {
-    // clock_timestamp(), not now(): now() is when our transaction began, which can be before a
-    // concurrent creator's, and would let a later update carry an earlier time. Read once (in
-    // FROM): each call differs, and a new record's create and update times must be equal.
-    let row: Option<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO agents (id, display_name, departments, team_id, skills, capacities, \
-             disabled, version, create_time, update_time) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, 1, at, at FROM clock_timestamp() AS at \
-         ON CONFLICT (id) DO NOTHING \
-         RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&fields.display_name)
-    .bind(sorted(&fields.departments))
-    .bind(fields.team_id.as_deref())
-    .bind(sorted(&fields.skills))
-    .bind(capacities_json(&fields.capacity))
-    .bind(fields.disabled)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(AgentRecord::try_from).transpose()
+/// Stored capacities read back (the inverse of [`capacities_json`]); `agent` names the record
+/// in the error.
+pub(super) fn capacity_from_json(
+    agent: &str,
+    capacities: &BTreeMap<String, i64>,
+) -> Result<ChannelCounts> {
+    let mut capacity = ChannelCounts::default();
+    for (name, n) in capacities {
+        let channel = Channel::from_db(name)
+            .ok_or_else(|| Error::Corrupt(format!("agent {agent}: capacity channel {name:?}")))?;
+        let n = u32::try_from(*n)
+            .map_err(|_| Error::Corrupt(format!("agent {agent}: capacity {n} for {name}")))?;
+        capacity.set(channel, n);
+    }
+    Ok(capacity)
 }
 
-/// Applies `upsert` to the locked `current` row; writes only if a field changes.
-async fn update(
-    tx: &mut Transaction<'_, Postgres>,
-    upsert: &AgentUpsert,
-    current: AgentRecord,
-) -> Result<AgentRecord> {
-    if let Some(expected) = upsert.expected_version
-        && expected != current.version
-    {
-        return Err(Error::StaleVersion {
+/// A set as stored: sorted and unique.
+pub(super) fn sorted(set: &BTreeSet<String>) -> Vec<&str> {
+    set.iter().map(String::as_str).collect()
+}
+
+/// The version check of an upsert of an existing agent at `current_version`.
+pub(super) fn check_version(upsert: &AgentUpsert, current_version: i64) -> Result<()> {
+    match upsert.expected_version {
+        Some(expected) if expected != current_version => Err(Error::StaleVersion {
             what: "agent",
-            id: current.id,
+            id: upsert.id.clone(),
             expected,
-            actual: current.version,
-        });
+            actual: current_version,
+        }),
+        _ => Ok(()),
     }
-    let before = current.fields();
-    let after = upsert.apply(&before);
-    if after == before {
-        return Ok(current);
+}
+
+/// The error of an upsert with an expected version for an agent that does not exist.
+pub(super) fn absent(upsert: &AgentUpsert, expected: i64) -> Error {
+    Error::StaleVersion {
+        what: "agent",
+        id: upsert.id.clone(),
+        expected,
+        actual: 0,
     }
-    // greatest(): update times never go backwards, even if the clock does.
-    let row: AgentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE agents SET display_name = $2, departments = $3, team_id = $4, skills = $5, \
-             capacities = $6, disabled = $7, version = version + 1, \
-             update_time = greatest(clock_timestamp(), update_time) \
-         WHERE id = $1 \
-         RETURNING {COLUMNS}"
-    )))
-    .bind(&current.id)
-    .bind(&after.display_name)
-    .bind(sorted(&after.departments))
-    .bind(after.team_id.as_deref())
-    .bind(sorted(&after.skills))
-    .bind(capacities_json(&after.capacity))
-    .bind(after.disabled)
-    .fetch_one(&mut **tx)
-    .await?;
-    AgentRecord::try_from(row)
 }
