@@ -1,7 +1,7 @@
 //! The ticket service's one error type.
 
 use tierline_runtime::error::{ErrorKind, FieldViolation, ServiceError};
-use tierline_runtime::{Violations, db};
+use tierline_runtime::{Violations, db, sqlite};
 
 /// Everything that can go wrong in the ticket service.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,8 @@ pub enum Error {
     /// A cursor outside the retained event log.
     #[error("{0}")]
     OutOfRange(String),
-    /// PostgreSQL could not be reached.
+    /// The database could not be reached, or (SQLite) another process held its write lock
+    /// past the busy timeout.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
     /// A service this one needs for the request (the customer service) did not answer.
@@ -77,7 +78,8 @@ impl From<Violations> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if db::is_unavailable(&err) {
+        // SQLite's BUSY/LOCKED is its overload signal, as a pool timeout is PostgreSQL's: retry.
+        if db::is_unavailable(&err) || sqlite::is_busy(&err) {
             Error::Unavailable(err)
         } else {
             Error::Database(err)
@@ -195,5 +197,53 @@ impl From<crate::domain::patch::PatchError> for Error {
                 message: other.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sqlite_file_locked_by_another_writer_is_unavailable_and_a_bad_query_internal() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("locked.db"))
+            .create_if_missing(true)
+            .busy_timeout(Duration::ZERO);
+        let mut holder = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        let mut waiter = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .expect("take the write lock");
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut waiter)
+            .await
+            .expect_err("the lock is held");
+        let err = Error::from(busy);
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+
+        let bad = sqlx::query("SELEC 1")
+            .execute(&mut waiter)
+            .await
+            .expect_err("syntax");
+        let err = Error::from(bad);
+        assert!(matches!(err, Error::Database(_)), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(matches!(
+            Error::from(sqlx::Error::PoolClosed),
+            Error::Unavailable(_)
+        ));
     }
 }

@@ -27,8 +27,7 @@ use crate::customers::Customers;
 use crate::domain::ticket::Rules;
 use crate::routing::Router;
 use crate::service::Tickets;
-use crate::store::PgStore;
-use crate::store::feed::EventFeed;
+use crate::store::{PgStore, TicketStore};
 
 /// The service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,23 +61,48 @@ pub async fn serve_with_pool(
     pool: PgPool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let rules = Arc::new(Rules {
+    let store = PgStore::new(pool, api::snapshotter(Arc::new(rules(&config))));
+    // Other replicas' writes wake this one's streams and relays through LISTEN/NOTIFY.
+    let listener_task = store.listen();
+    let result = serve_with_store(listener, config, store, shutdown).await;
+    listener_task.abort();
+    result
+}
+
+/// The rules the configuration sets.
+fn rules(config: &Config) -> Rules {
+    Rules {
         catalog: config.catalog.clone(),
         policies: config.sla.clone(),
         default_tier: config.ticket.default_tier,
-    });
+    }
+}
+
+/// The wire encoding of the event snapshots a store built for `config` keeps.
+pub fn snapshotter(config: &Config) -> store::Snapshotter {
+    api::snapshotter(Arc::new(rules(config)))
+}
+
+/// Serves on `listener` over any store (PostgreSQL in production, SQLite in dev mode), and runs
+/// the background workers until `shutdown`.
+pub async fn serve_with_store<S: TicketStore>(
+    listener: TcpListener,
+    config: Config,
+    store: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let rules = Arc::new(rules(&config));
     let customers = Customers::new(&config.customer_service).map_err(StartError::Config)?;
     let router = Router::new(&config.routing_service).map_err(StartError::Config)?;
-    let store = PgStore::new(pool.clone(), api::snapshotter(rules.clone()));
+    let feed = store.feed().clone();
     let tickets = Tickets::new(store, rules, customers);
-    let feed = EventFeed::new();
-    let mut background = vec![feed.listen(pool)];
+    let mut background = Vec::new();
     background.extend(workers::spawn(
         tickets.clone(),
         config.ticket.worker_interval,
         config.ticket.event_retention,
     ));
-    let mut api = api::TicketApi::new(tickets.clone(), feed.clone());
+    let mut api = api::TicketApi::new(tickets.clone());
     match router {
         Some(router) => {
             background.push(workers::spawn_routing_relay(

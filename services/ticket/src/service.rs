@@ -15,7 +15,7 @@ use crate::domain::ticket::{
     Intake, LinkKind, MoveContext, NewEvent, Rules, Ticket, TicketId, Visibility,
 };
 use crate::error::{Error, Result};
-use crate::store::{Created, Mutation, PgStore};
+use crate::store::{Created, Mutation, TicketStore};
 
 /// Who a new ticket is for, as the request said.
 #[derive(Debug, Clone)]
@@ -41,8 +41,8 @@ pub struct TransitionInput {
 
 /// The ticket service's operations.
 #[derive(Clone)]
-pub struct Tickets {
-    store: PgStore,
+pub struct Tickets<S> {
+    store: S,
     rules: Arc<Rules>,
     customers: Customers,
 }
@@ -65,9 +65,9 @@ fn about(id: TicketId) -> impl Fn(Error) -> Error {
     }
 }
 
-impl Tickets {
+impl<S: TicketStore> Tickets<S> {
     /// The operations over a store, the rules and the customer service.
-    pub fn new(store: PgStore, rules: Arc<Rules>, customers: Customers) -> Self {
+    pub fn new(store: S, rules: Arc<Rules>, customers: Customers) -> Self {
         Tickets {
             store,
             rules,
@@ -86,7 +86,7 @@ impl Tickets {
     }
 
     /// The store.
-    pub fn store(&self) -> &PgStore {
+    pub fn store(&self) -> &S {
         &self.store
     }
 

@@ -17,13 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use sqlx::Row;
 use tierline_proto::customer as pb;
 use tierline_proto::routing_ticket::routing_ticket;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 use crate::api::convert::ticket_to_wire;
 use crate::customers::Lookup;
@@ -32,13 +30,17 @@ use crate::domain::ticket::{self, CustomerLink, EventKind, Ticket, TicketId};
 use crate::error::{Error, Result};
 use crate::routing::{Router, SyncError};
 use crate::service::Tickets;
-use crate::store::{Mutation, TouchedTickets};
+use crate::store::{Mutation, RelayCursor, TicketStore, TouchedTickets, sla_outcomes};
 
 /// How many tickets or events one pass takes.
 const BATCH: i64 = 200;
 
 /// Starts the background loops; abort the handles to stop them.
-pub fn spawn(tickets: Tickets, every: Duration, retention: Duration) -> Vec<JoinHandle<()>> {
+pub fn spawn<S: TicketStore>(
+    tickets: Tickets<S>,
+    every: Duration,
+    retention: Duration,
+) -> Vec<JoinHandle<()>> {
     let reconcile = tickets.clone();
     let monitor = tickets.clone();
     let prune = tickets.clone();
@@ -105,16 +107,11 @@ where
 
 /// Resolves the customers of tickets accepted while the customer service was down. Returns how
 /// many tickets it looked at.
-pub async fn reconcile_customers(tickets: &Tickets) -> Result<usize> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tickets WHERE customer_resolution = 'pending' ORDER BY created_at LIMIT $1",
-    )
-    .bind(BATCH)
-    .fetch_all(tickets.store().pool())
-    .await?;
+pub async fn reconcile_customers<S: TicketStore>(tickets: &Tickets<S>) -> Result<usize> {
+    let ids = tickets.store().pending_customers(BATCH).await?;
     let mut resolved = 0;
-    for id in &ids {
-        let ticket = tickets.store().get(TicketId(*id)).await?;
+    for &id in &ids {
+        let ticket = tickets.store().get(id).await?;
         let lookup = match (&ticket.customer, &ticket.caller) {
             (CustomerLink::Pending { id: Some(customer) }, _) => {
                 tickets.customers().get(*customer).await
@@ -134,7 +131,7 @@ pub async fn reconcile_customers(tickets: &Tickets) -> Result<usize> {
         let at = OffsetDateTime::now_utc();
         tickets
             .store()
-            .mutate(TicketId(*id), None, at, |t| {
+            .mutate(id, None, at, |t| {
                 let events = ticket::resolve_customer(t, link, &rules, at)?;
                 Ok(Mutation { events, value: () })
             })
@@ -148,19 +145,16 @@ pub async fn reconcile_customers(tickets: &Tickets) -> Result<usize> {
 }
 
 /// Runs the timers of tickets due by `now` (SLA, follow-up due, automatic close).
-pub async fn run_timers(tickets: &Tickets, now: OffsetDateTime) -> Result<usize> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tickets WHERE timer_at <= $1 ORDER BY timer_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(BATCH)
-    .fetch_all(tickets.store().pool())
-    .await?;
-    for id in &ids {
+pub async fn run_timers<S: TicketStore>(
+    tickets: &Tickets<S>,
+    now: OffsetDateTime,
+) -> Result<usize> {
+    let ids = tickets.store().timers_due(now, BATCH).await?;
+    for &id in &ids {
         let rules = tickets.rules_arc();
         let (t, changed) = tickets
             .store()
-            .mutate(TicketId(*id), None, now, |t| {
+            .mutate(id, None, now, |t| {
                 let events = ticket::on_timer(t, &rules, now)?;
                 let changed = !events.is_empty();
                 Ok(Mutation {
@@ -183,72 +177,21 @@ pub async fn run_timers(tickets: &Tickets, now: OffsetDateTime) -> Result<usize>
                 )
                 .await?;
         }
-        record_outcomes(tickets, TicketId(*id)).await?;
+        let outcomes = sla_outcomes(&tickets.store().get(id).await?);
+        tickets.store().record_sla_outcomes(id, &outcomes).await?;
     }
     Ok(ids.len())
-}
-
-/// Records each finished SLA target's outcome once.
-async fn record_outcomes(tickets: &Tickets, id: TicketId) -> Result<()> {
-    let t = tickets.store().get(id).await?;
-    let clock = &t.sla;
-    let mut rows: Vec<(&str, &str, OffsetDateTime, Option<OffsetDateTime>)> = Vec::new();
-    if clock.first_response_breached {
-        rows.push((
-            "first_response",
-            "breached",
-            clock.first_response_due,
-            clock.first_response_at,
-        ));
-    } else if let Some(at) = clock.first_response_at {
-        rows.push(("first_response", "met", clock.first_response_due, Some(at)));
-    }
-    if clock.resolution_breached {
-        rows.push((
-            "resolution",
-            "breached",
-            clock.resolution_due,
-            clock.resolved_at,
-        ));
-    } else if let Some(at) = clock.resolved_at {
-        rows.push(("resolution", "met", clock.resolution_due, Some(at)));
-    }
-    for (target, outcome, due, achieved) in rows {
-        sqlx::query(
-            "INSERT INTO ticket_sla_outcomes (ticket_id, target, outcome, due_at, achieved_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ticket_id, target) DO NOTHING",
-        )
-        .bind(id.0)
-        .bind(target)
-        .bind(outcome)
-        .bind(due)
-        .bind(achieved)
-        .execute(tickets.store().pool())
-        .await?;
-    }
-    Ok(())
 }
 
 const TIMELINE: &str = "customer_timeline";
 
 /// Writes tickets' intake and follow-ups to the customers' timelines, from the event log.
-pub async fn relay_timeline(tickets: &Tickets) -> Result<usize> {
-    let pool = tickets.store().pool();
-    sqlx::query("INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(TIMELINE)
-        .execute(pool)
-        .await?;
-    let mut tx = pool.begin().await?;
+pub async fn relay_timeline<S: TicketStore>(tickets: &Tickets<S>) -> Result<usize> {
     // One replica at a time delivers; the others skip this pass.
-    let Some(row) =
-        sqlx::query("SELECT sequence FROM relay_cursors WHERE name = $1 FOR UPDATE SKIP LOCKED")
-            .bind(TIMELINE)
-            .fetch_optional(&mut *tx)
-            .await?
-    else {
+    let Some(claim) = tickets.store().claim_relay(TIMELINE).await? else {
         return Ok(0);
     };
-    let cursor: i64 = row.try_get("sequence")?;
+    let cursor = claim.cursor();
     let events = tickets.store().events_after(cursor, BATCH).await?;
     let mut delivered = cursor;
     for (event, _) in &events {
@@ -321,16 +264,11 @@ pub async fn relay_timeline(tickets: &Tickets) -> Result<usize> {
         }
         delivered = event.sequence;
     }
-    sqlx::query("UPDATE relay_cursors SET sequence = $2 WHERE name = $1")
-        .bind(TIMELINE)
-        .bind(delivered)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    claim.commit(delivered).await?;
     Ok(events.len())
 }
 
-async fn mark_on_profile(tickets: &Tickets, id: TicketId) -> Result<()> {
+async fn mark_on_profile<S: TicketStore>(tickets: &Tickets<S>, id: TicketId) -> Result<()> {
     let at = OffsetDateTime::now_utc();
     tickets
         .store()
@@ -372,8 +310,8 @@ const SYNC_CONCURRENCY: usize = 8;
 /// on a tick every `every` (at most 1 s) for events that become readable without a notification.
 /// After a pass the router did not answer (or the database failed), it waits for the tick rather
 /// than the next event, so a router that is down is asked about once a tick, not once per event.
-pub fn spawn_routing_relay(
-    tickets: Tickets,
+pub fn spawn_routing_relay<S: TicketStore>(
+    tickets: Tickets<S>,
     router: Router,
     mut wake: watch::Receiver<u64>,
     every: Duration,
@@ -474,7 +412,10 @@ impl Handover {
 /// ticket and every one after it are sent again next pass: at least once, in order per ticket.
 /// A ticket the router refuses as malformed is logged as an error and passed over (its next
 /// change sends it again), so one bad ticket cannot hold up routing for all.
-pub async fn relay_routing(tickets: &Tickets, router: &Router) -> Result<RoutingPass> {
+pub async fn relay_routing<S: TicketStore>(
+    tickets: &Tickets<S>,
+    router: &Router,
+) -> Result<RoutingPass> {
     let store = tickets.store();
     // One replica at a time delivers; the others skip this pass.
     let Some(claim) = store.claim_relay(ROUTING_RELAY).await? else {
@@ -520,8 +461,8 @@ pub async fn relay_routing(tickets: &Tickets, router: &Router) -> Result<Routing
     })
 }
 
-async fn hand_over(
-    tickets: &Tickets,
+async fn hand_over<S: TicketStore>(
+    tickets: &Tickets<S>,
     router: &Router,
     t: &Ticket,
     now: OffsetDateTime,

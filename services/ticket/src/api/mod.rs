@@ -22,7 +22,7 @@ use crate::domain::ticket::{Actor, ActorKind, Comment, FollowUpInput, Ticket, Ti
 use crate::error::Error;
 use crate::routing::{Router, SyncError};
 use crate::service::{CustomerRef, Tickets, TransitionInput};
-use crate::store::feed::EventFeed;
+use crate::store::TicketStore;
 use convert::{TicketKey, ticket_to_wire};
 
 /// How often an idle event stream gets a heartbeat.
@@ -31,18 +31,16 @@ const HEARTBEAT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(500);
 
 /// The ticket service's gRPC handlers.
-pub struct TicketApi {
-    tickets: Tickets,
-    feed: Arc<EventFeed>,
+pub struct TicketApi<S> {
+    tickets: Tickets<S>,
     router: Option<Router>,
 }
 
-impl TicketApi {
-    /// Handlers over the service's operations; `feed` wakes event streams.
-    pub fn new(tickets: Tickets, feed: Arc<EventFeed>) -> Self {
+impl<S: TicketStore> TicketApi<S> {
+    /// Handlers over the service's operations.
+    pub fn new(tickets: Tickets<S>) -> Self {
         TicketApi {
             tickets,
-            feed,
             router: None,
         }
     }
@@ -135,7 +133,7 @@ type Reply<T> = Result<Response<T>, Status>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TicketEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl TicketService for TicketApi {
+impl<S: TicketStore> TicketService for TicketApi<S> {
     async fn create_ticket(
         &self,
         request: Request<pb::CreateTicketRequest>,
@@ -573,7 +571,7 @@ impl TicketService for TicketApi {
             }
         };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let mut wake = self.feed.subscribe();
+        let mut wake = store.feed().subscribe();
         tokio::spawn(async move {
             let mut cursor = start;
             let mut last_sent = tokio::time::Instant::now();

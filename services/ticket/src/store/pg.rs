@@ -13,16 +13,16 @@ use tierline_types::{Channel, Tier};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Created, Mutation, Snapshotter, TicketFilter, TicketOrder};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Link rows a pair mutation writes along with the two tickets.
-#[derive(Debug, Default)]
-pub struct PairWrites {
-    /// Links to add: (kind from the first to the second, first, second); the inverse is added too.
-    pub links: Vec<(LinkKind, TicketId, TicketId)>,
-    /// Pairs to unlink, both ways.
-    pub unlinks: Vec<(TicketId, TicketId)>,
-}
+use tokio::task::JoinHandle;
+
+use super::feed::EventFeed;
+use super::{
+    CommentCursor, Created, Mutation, PairWrites, RelayCursor, SlaOutcome, Snapshotter,
+    TicketFilter, TicketOrder, TicketStore, TouchedTickets,
+};
 use crate::domain::catalog::TicketType;
 use crate::domain::sla::{HoldReason, Severity, SlaClock, SlaStatus};
 use crate::domain::state::{CancelReason, TicketState};
@@ -41,6 +41,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct PgStore {
     pool: PgPool,
     snapshot: Snapshotter,
+    feed: Arc<EventFeed>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -377,19 +378,90 @@ async fn append_events(
 }
 
 impl PgStore {
-    /// A store on a migrated database.
+    /// A store on a migrated database. Its feed wakes only on this process's writes until
+    /// [`PgStore::listen`] connects it to every writer's notifications.
     pub fn new(pool: PgPool, snapshot: Snapshotter) -> Self {
-        PgStore { pool, snapshot }
+        PgStore {
+            pool,
+            snapshot,
+            feed: EventFeed::new(),
+        }
     }
 
-    /// The pool, for background tasks.
+    /// The pool, for tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Stores a new ticket and its CREATED event in one statement. The same idempotency key with
-    /// the same fingerprint returns the stored ticket; with another fingerprint it is refused.
-    pub async fn create(
+    /// Listens for the event notifications of every replica (writers `NOTIFY` on commit) until
+    /// the task is aborted.
+    pub fn listen(&self) -> JoinHandle<()> {
+        self.feed.listen(self.pool.clone())
+    }
+
+    async fn replay(&self, key: &str, fingerprint: &[u8]) -> Result<Created> {
+        let row: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, request_fingerprint FROM tickets WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((id, stored)) = row else {
+            return Err(Error::Corrupt(format!(
+                "idempotency key {key:?} conflicted but is gone"
+            )));
+        };
+        if stored != fingerprint {
+            return Err(Error::FailedPrecondition {
+                reason: "IDEMPOTENCY_KEY_REUSED",
+                subject: format!("tickets/{id}"),
+                message: format!(
+                    "idempotency_key {key:?} already created ticket {id} from a different request"
+                ),
+            });
+        }
+        Ok(Created {
+            ticket: self.get(TicketId(id)).await?,
+            replayed: true,
+        })
+    }
+
+    async fn comment_by_key(&self, key: &str, fingerprint: &[u8]) -> Result<Option<Comment>> {
+        let row: Option<(CommentRow, Option<Vec<u8>>)> = sqlx::query_as::<_, CommentRow>(
+            "SELECT id, ticket_id, visibility, author_kind, author_id, body, channel, first_response, \
+               created_at, request_fingerprint FROM ticket_comments WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| {
+            let f = r.request_fingerprint.clone();
+            (r, f)
+        });
+        match row {
+            None => Ok(None),
+            Some((row, stored)) if stored.as_deref() == Some(fingerprint) => {
+                row.into_domain().map(Some)
+            }
+            Some((row, _)) => Err(Error::FailedPrecondition {
+                reason: "IDEMPOTENCY_KEY_REUSED",
+                subject: format!("tickets/{}", row.ticket_id),
+                message: format!("idempotency_key {key:?} already added a different comment"),
+            }),
+        }
+    }
+}
+
+impl TicketStore for PgStore {
+    type Claim = PgRelayClaim;
+
+    fn feed(&self) -> &Arc<EventFeed> {
+        &self.feed
+    }
+
+    // The hot path, intake without a follow-up link, is one statement: ticket, CREATED event
+    // and notification, atomic on its own.
+    async fn create(
         &self,
         mut ticket: Ticket,
         fingerprint: &[u8],
@@ -407,10 +479,14 @@ impl PgStore {
                     // The links' foreign key will share-lock the other ticket; take that lock
                     // now, before the event append lock, so a concurrent change of the other
                     // ticket (row lock, then append lock) cannot deadlock with this one.
-                    sqlx::query("SELECT 1 FROM tickets WHERE id = $1 FOR KEY SHARE")
-                        .bind(other.0)
-                        .execute(&mut *tx)
-                        .await?;
+                    let exists: Option<i32> =
+                        sqlx::query_scalar("SELECT 1 FROM tickets WHERE id = $1 FOR KEY SHARE")
+                            .bind(other.0)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if exists.is_none() {
+                        return Err(Error::ticket_not_found(other));
+                    }
                     let inserted =
                         insert_new(&mut *tx, &ticket, fingerprint, &actor, &snapshot).await;
                     if matches!(inserted, Ok(true)) {
@@ -449,40 +525,13 @@ impl PgStore {
         ))
     }
 
-    async fn replay(&self, key: &str, fingerprint: &[u8]) -> Result<Created> {
-        let row: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, request_fingerprint FROM tickets WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((id, stored)) = row else {
-            return Err(Error::Corrupt(format!(
-                "idempotency key {key:?} conflicted but is gone"
-            )));
-        };
-        if stored != fingerprint {
-            return Err(Error::FailedPrecondition {
-                reason: "IDEMPOTENCY_KEY_REUSED",
-                subject: format!("tickets/{id}"),
-                message: format!(
-                    "idempotency_key {key:?} already created ticket {id} from a different request"
-                ),
-            });
-        }
-        Ok(Created {
-            ticket: self.get(TicketId(id)).await?,
-            replayed: true,
-        })
-    }
-
     /// A ticket by id.
-    pub async fn get(&self, id: TicketId) -> Result<Ticket> {
+    async fn get(&self, id: TicketId) -> Result<Ticket> {
         fetch(&self.pool, id).await
     }
 
     /// A ticket by its number.
-    pub async fn get_by_number(&self, number: &TicketNumber) -> Result<Ticket> {
+    async fn get_by_number(&self, number: &TicketNumber) -> Result<Ticket> {
         let row: Option<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE number = $1"
         )))
@@ -494,15 +543,12 @@ impl PgStore {
     }
 
     /// The links of a ticket, oldest first, with the other tickets' numbers.
-    pub async fn links(&self, id: TicketId) -> Result<Vec<Link>> {
+    async fn links(&self, id: TicketId) -> Result<Vec<Link>> {
         links_of(&self.pool, id).await
     }
 
     /// The links of many tickets in one query.
-    pub async fn links_of_many(
-        &self,
-        ids: &[TicketId],
-    ) -> Result<std::collections::HashMap<TicketId, Vec<Link>>> {
+    async fn links_of_many(&self, ids: &[TicketId]) -> Result<HashMap<TicketId, Vec<Link>>> {
         let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
         let rows: Vec<(Uuid, Uuid, String, String, OffsetDateTime)> = sqlx::query_as(
             "SELECT l.ticket_id, l.linked_ticket_id, t.number, l.kind, l.created_at FROM ticket_links l \
@@ -512,8 +558,7 @@ impl PgStore {
         .bind(&raw)
         .fetch_all(&self.pool)
         .await?;
-        let mut map: std::collections::HashMap<TicketId, Vec<Link>> =
-            std::collections::HashMap::new();
+        let mut map: HashMap<TicketId, Vec<Link>> = HashMap::new();
         for (owner, other, number, kind, at) in rows {
             map.entry(TicketId(owner)).or_default().push(Link {
                 linked_ticket_id: TicketId(other),
@@ -527,13 +572,17 @@ impl PgStore {
 
     /// Changes a ticket under its row lock: `change` gets the loaded ticket and decides the
     /// events; no events means nothing changed and nothing is written.
-    pub async fn mutate<T>(
+    async fn mutate<T, F>(
         &self,
         id: TicketId,
         expected_version: Option<i64>,
         now: OffsetDateTime,
-        change: impl FnOnce(&mut Ticket) -> Result<Mutation<T>>,
-    ) -> Result<(Ticket, T)> {
+        change: F,
+    ) -> Result<(Ticket, T)>
+    where
+        T: Send,
+        F: FnOnce(&mut Ticket) -> Result<Mutation<T>> + Send,
+    {
         let mut tx = self.pool.begin().await?;
         let mut ticket = fetch_for_update(&mut tx, id).await?;
         if let Some(expected) = expected_version
@@ -558,7 +607,7 @@ impl PgStore {
     }
 
     /// A page of tickets matching `filter`, in its order, after the (created_at, id) cursor.
-    pub async fn list(
+    async fn list(
         &self,
         filter: &TicketFilter,
         after: Option<(OffsetDateTime, Uuid)>,
@@ -638,17 +687,22 @@ impl PgStore {
 
     /// Changes two tickets under both row locks (taken in id order, so opposite pairs cannot
     /// deadlock): merges and links.
-    pub async fn mutate_pair<T>(
+    async fn mutate_pair<T, F>(
         &self,
         first: TicketId,
         second: TicketId,
         now: OffsetDateTime,
-        change: impl FnOnce(
-            &mut Ticket,
-            &mut Ticket,
-            &mut PairWrites,
-        ) -> Result<(Vec<NewEvent>, Vec<NewEvent>, T)>,
-    ) -> Result<(Ticket, Ticket, T)> {
+        change: F,
+    ) -> Result<(Ticket, Ticket, T)>
+    where
+        T: Send,
+        F: FnOnce(
+                &mut Ticket,
+                &mut Ticket,
+                &mut PairWrites,
+            ) -> Result<(Vec<NewEvent>, Vec<NewEvent>, T)>
+            + Send,
+    {
         let mut tx = self.pool.begin().await?;
         let (mut a, mut b) = if first.0 <= second.0 {
             let a = fetch_for_update(&mut tx, first).await?;
@@ -692,7 +746,7 @@ impl PgStore {
     }
 
     /// The existing link from `a` to `b`, if any.
-    pub async fn link_between(&self, a: TicketId, b: TicketId) -> Result<Option<LinkKind>> {
+    async fn link_between(&self, a: TicketId, b: TicketId) -> Result<Option<LinkKind>> {
         let kind: Option<String> = sqlx::query_scalar(
             "SELECT kind FROM ticket_links WHERE ticket_id = $1 AND linked_ticket_id = $2",
         )
@@ -705,7 +759,7 @@ impl PgStore {
     }
 
     /// Sets when the timer worker looks at a ticket next, unless the ticket changed meanwhile.
-    pub async fn reschedule_timer(
+    async fn reschedule_timer(
         &self,
         id: TicketId,
         version: i64,
@@ -720,9 +774,48 @@ impl PgStore {
         Ok(())
     }
 
+    async fn timers_due(&self, now: OffsetDateTime, limit: i64) -> Result<Vec<TicketId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tickets WHERE timer_at <= $1 ORDER BY timer_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(TicketId).collect())
+    }
+
+    async fn pending_customers(&self, limit: i64) -> Result<Vec<TicketId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM tickets WHERE customer_resolution = 'pending' \
+             ORDER BY created_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(TicketId).collect())
+    }
+
+    async fn record_sla_outcomes(&self, id: TicketId, outcomes: &[SlaOutcome]) -> Result<()> {
+        for o in outcomes {
+            sqlx::query(
+                "INSERT INTO ticket_sla_outcomes (ticket_id, target, outcome, due_at, achieved_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ticket_id, target) DO NOTHING",
+            )
+            .bind(id.0)
+            .bind(o.target)
+            .bind(o.outcome)
+            .bind(o.due_at)
+            .bind(o.achieved_at)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Events after `after`, oldest first. Every snapshot holds a gap-free prefix of the log
     /// (see [`EVENT_APPEND_LOCK`]), so a reader that pages by sequence misses none.
-    pub async fn events_after(
+    async fn events_after(
         &self,
         after: i64,
         limit: i64,
@@ -748,7 +841,7 @@ impl PgStore {
     }
 
     /// The lowest sequence a stream may still start from (its snapshot is retained), if any.
-    pub async fn oldest_retained_sequence(&self) -> Result<Option<i64>> {
+    async fn oldest_retained_sequence(&self) -> Result<Option<i64>> {
         Ok(
             sqlx::query_scalar(
                 "SELECT min(sequence) FROM ticket_events WHERE snapshot IS NOT NULL",
@@ -759,7 +852,7 @@ impl PgStore {
     }
 
     /// Clears the snapshots of events older than `before` (history stays); returns how many.
-    pub async fn prune_snapshots(&self, before: OffsetDateTime, limit: i64) -> Result<u64> {
+    async fn prune_snapshots(&self, before: OffsetDateTime, limit: i64) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE ticket_events SET snapshot = NULL WHERE sequence IN ( \
                SELECT sequence FROM ticket_events WHERE snapshot IS NOT NULL AND event_at < $1 \
@@ -773,7 +866,7 @@ impl PgStore {
     }
 
     /// The highest sequence written so far (0 if none).
-    pub async fn latest_sequence(&self) -> Result<i64> {
+    async fn latest_sequence(&self) -> Result<i64> {
         let latest: Option<i64> = sqlx::query_scalar("SELECT max(sequence) FROM ticket_events")
             .fetch_one(&self.pool)
             .await?;
@@ -781,12 +874,7 @@ impl PgStore {
     }
 
     /// A ticket's history, oldest first, after `after`.
-    pub async fn history(
-        &self,
-        id: TicketId,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>> {
+    async fn history(&self, id: TicketId, after: i64, limit: i64) -> Result<Vec<RecordedEvent>> {
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT sequence, event_id, ticket_id, ticket_version, kind, actor_kind, actor_id, \
                from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, \
@@ -806,13 +894,16 @@ impl PgStore {
     }
 
     /// Adds a comment and applies what it does to the ticket, in one transaction.
-    pub async fn add_comment(
+    async fn add_comment<F>(
         &self,
         comment: Comment,
         idempotency: Option<(String, Vec<u8>)>,
         now: OffsetDateTime,
-        change: impl FnOnce(&mut Ticket, &mut Comment) -> Result<Vec<NewEvent>>,
-    ) -> Result<Comment> {
+        change: F,
+    ) -> Result<Comment>
+    where
+        F: FnOnce(&mut Ticket, &mut Comment) -> Result<Vec<NewEvent>> + Send,
+    {
         if let Some((key, fingerprint)) = &idempotency
             && let Some(existing) = self.comment_by_key(key, fingerprint).await?
         {
@@ -860,37 +951,12 @@ impl PgStore {
         Ok(comment)
     }
 
-    async fn comment_by_key(&self, key: &str, fingerprint: &[u8]) -> Result<Option<Comment>> {
-        let row: Option<(CommentRow, Option<Vec<u8>>)> = sqlx::query_as::<_, CommentRow>(
-            "SELECT id, ticket_id, visibility, author_kind, author_id, body, channel, first_response, \
-               created_at, request_fingerprint FROM ticket_comments WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| {
-            let f = r.request_fingerprint.clone();
-            (r, f)
-        });
-        match row {
-            None => Ok(None),
-            Some((row, stored)) if stored.as_deref() == Some(fingerprint) => {
-                row.into_domain().map(Some)
-            }
-            Some((row, _)) => Err(Error::FailedPrecondition {
-                reason: "IDEMPOTENCY_KEY_REUSED",
-                subject: format!("tickets/{}", row.ticket_id),
-                message: format!("idempotency_key {key:?} already added a different comment"),
-            }),
-        }
-    }
-
     /// A ticket's comments, oldest first, including those of tickets merged into it.
-    pub async fn comments(
+    async fn comments(
         &self,
         id: TicketId,
         visibility: Option<Visibility>,
-        after: Option<(OffsetDateTime, Uuid)>,
+        after: Option<CommentCursor>,
         limit: i64,
     ) -> Result<Vec<Comment>> {
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -919,70 +985,9 @@ impl PgStore {
         }
         rows.into_iter().map(CommentRow::into_domain).collect()
     }
-}
-
-/// A relay's cursor, held locked until [`RelayClaim::commit`] (or dropped, which releases it
-/// unchanged): while one replica holds it, the others skip their pass, so one delivers at a time.
-pub struct RelayClaim {
-    tx: Transaction<'static, Postgres>,
-    name: String,
-    cursor: i64,
-}
-
-impl std::fmt::Debug for RelayClaim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayClaim")
-            .field("name", &self.name)
-            .field("cursor", &self.cursor)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RelayClaim {
-    /// The sequence of the last event the relay delivered.
-    pub fn cursor(&self) -> i64 {
-        self.cursor
-    }
-
-    /// Moves the cursor to `through` (never backwards) and releases it.
-    pub async fn commit(mut self, through: i64) -> Result<()> {
-        if through > self.cursor {
-            sqlx::query("UPDATE relay_cursors SET sequence = $2 WHERE name = $1")
-                .bind(&self.name)
-                .bind(through)
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        self.tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// The tickets a stretch of the event log touched, as they are now.
-#[derive(Debug, Clone)]
-pub struct TouchedTickets {
-    /// Each ticket once, in the order of its first event in the stretch, with that event's
-    /// sequence.
-    pub tickets: Vec<(i64, Ticket)>,
-    /// How many events the stretch holds.
-    pub events: usize,
-    /// The sequence of its last event; the starting cursor if it is empty.
-    pub last_sequence: i64,
-}
-
-#[derive(FromRow)]
-struct TouchedRow {
-    events: i64,
-    last_sequence: i64,
-    first_sequence: i64,
-    #[sqlx(flatten)]
-    ticket: TicketRow,
-}
-
-impl PgStore {
     /// Locks the cursor of the relay `name` for one pass; `None` if another replica holds it.
     /// The first claim of a name creates its cursor at 0 (the start of the log).
-    pub async fn claim_relay(&self, name: &str) -> Result<Option<RelayClaim>> {
+    async fn claim_relay(&self, name: &str) -> Result<Option<PgRelayClaim>> {
         const LOCK: &str =
             "SELECT sequence FROM relay_cursors WHERE name = $1 FOR UPDATE SKIP LOCKED";
         let mut tx = self.pool.begin().await?;
@@ -1003,7 +1008,7 @@ impl PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         }
-        Ok(held.map(|cursor| RelayClaim {
+        Ok(held.map(|cursor| PgRelayClaim {
             tx,
             name: name.to_owned(),
             cursor,
@@ -1012,7 +1017,7 @@ impl PgStore {
 
     /// The tickets touched by up to `limit` events after `after`, each once and as it is now,
     /// in one query. The events are those [`PgStore::events_after`] would return.
-    pub async fn tickets_touched_after(&self, after: i64, limit: i64) -> Result<TouchedTickets> {
+    async fn tickets_touched_after(&self, after: i64, limit: i64) -> Result<TouchedTickets> {
         let rows: Vec<TouchedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH e AS ( \
                SELECT sequence, ticket_id FROM ticket_events \
@@ -1041,6 +1046,50 @@ impl PgStore {
             last_sequence,
         })
     }
+}
+
+/// A relay's cursor row, held locked (FOR UPDATE) by an open transaction until committed or
+/// dropped: while one replica holds it, the others' `SKIP LOCKED` claims find nothing.
+pub struct PgRelayClaim {
+    tx: Transaction<'static, Postgres>,
+    name: String,
+    cursor: i64,
+}
+
+impl std::fmt::Debug for PgRelayClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayClaim")
+            .field("name", &self.name)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayCursor for PgRelayClaim {
+    fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    async fn commit(mut self, through: i64) -> Result<()> {
+        if through > self.cursor {
+            sqlx::query("UPDATE relay_cursors SET sequence = $2 WHERE name = $1")
+                .bind(&self.name)
+                .bind(through)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[derive(FromRow)]
+struct TouchedRow {
+    events: i64,
+    last_sequence: i64,
+    first_sequence: i64,
+    #[sqlx(flatten)]
+    ticket: TicketRow,
 }
 
 /// Inserts a new ticket with its CREATED event and wakes readers, in one statement. `false`
