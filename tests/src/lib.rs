@@ -221,10 +221,38 @@ pub struct StackOptions {
     pub routing_env: Vec<(&'static str, String)>,
 }
 
-/// The three service binaries wired to each other, each on a fresh database, the router on a
-/// Redis key prefix of its own, with a client of every gRPC service. Stop it with
-/// [`Stack::stop`], which also checks that every process exits cleanly on SIGTERM (a stack that
-/// is dropped instead kills its processes).
+/// How a [`Stack`] runs the services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The production layout: three binaries, PostgreSQL and Redis.
+    Production,
+    /// `tierline dev`: one process, SQLite files and the in-process routing state.
+    Dev,
+}
+
+/// The processes behind a [`Stack`].
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per stack, moved once: boxing buys nothing"
+)]
+enum Processes {
+    Production {
+        customer: RunningService,
+        ticket: RunningService,
+        router: RunningService,
+        databases: [TestDatabase; 3],
+    },
+    Dev {
+        process: RunningService,
+        _data: tempfile::TempDir,
+    },
+}
+
+/// The three services wired to each other, with a client of every gRPC service: in production
+/// layout (each binary on a fresh database, the router on a Redis key prefix of its own) or in
+/// dev mode (`tierline dev` on a fresh data directory). Stop it with [`Stack::stop`], which also
+/// checks that every process exits cleanly on SIGTERM (a stack that is dropped instead kills its
+/// processes).
 pub struct Stack {
     /// `tierline.customer.v1.CustomerService`.
     pub customers:
@@ -238,15 +266,9 @@ pub struct Stack {
     /// `tierline.routing.v1.AgentDesktopService`.
     pub desktops:
         tierline_proto::routing::agent_desktop_service_client::AgentDesktopServiceClient<Channel>,
-    /// The router's Redis key prefix (`test:<uuid>:`).
+    /// The router's Redis key prefix (`test:<uuid>:`); empty in dev mode.
     pub redis_prefix: String,
-    /// The `tierline-customer` process.
-    pub customer: RunningService,
-    /// The `tierline-ticket` process.
-    pub ticket: RunningService,
-    /// The `tierline-routing` process.
-    pub router: RunningService,
-    databases: [TestDatabase; 3],
+    processes: Processes,
     _config_dir: tempfile::TempDir,
 }
 
@@ -262,6 +284,87 @@ impl Stack {
     /// the router's `redis.url` ([`redis_url`]), `redis.key_prefix`, `ticket_service.endpoint`
     /// and `router.tick` (`100ms`, so routing steps and expiries are punctual).
     pub async fn start(options: StackOptions) -> Result<Self> {
+        Self::start_in(Mode::Production, options).await
+    }
+
+    /// Starts the services in `mode`. In dev mode the options' files go into `tierline dev`'s
+    /// configuration under each service's name, and the `*_env` entries are renamed likewise
+    /// (`TIERLINE_ROUTER__TICK` of the routing service becomes `TIERLINE_ROUTING__ROUTER__TICK`).
+    pub async fn start_in(mode: Mode, options: StackOptions) -> Result<Self> {
+        match mode {
+            Mode::Production => Self::start_production(options).await,
+            Mode::Dev => Self::start_dev(options).await,
+        }
+    }
+
+    async fn start_dev(options: StackOptions) -> Result<Self> {
+        let config_dir = tempfile::tempdir()?;
+        let data = tempfile::tempdir()?;
+        let ports = distinct_ports(3)?;
+        let mut root = toml::Table::new();
+        for (name, text, port) in [
+            ("customer", &options.customer_config, ports[0]),
+            ("ticket", &options.ticket_config, ports[1]),
+            ("routing", &options.routing_config, ports[2]),
+        ] {
+            let mut table: toml::Table = toml::from_str(text)
+                .with_context(|| format!("the {name} configuration of the options"))?;
+            let server = table
+                .entry("server")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(server) = server {
+                server.insert("listen".into(), format!("127.0.0.1:{port}").into());
+            }
+            root.insert(name.into(), toml::Value::Table(table));
+        }
+        let path = config_dir.path().join("dev.toml");
+        std::fs::write(&path, toml::to_string(&root)?)?;
+        let mut env: Vec<(String, String)> = vec![
+            // As in production layout: background work and routing steps run often.
+            (
+                "TIERLINE_TICKET__TICKET__WORKER_INTERVAL".into(),
+                "200ms".into(),
+            ),
+            ("TIERLINE_TELEMETRY__LOG_FILTER".into(), "warn".into()),
+        ];
+        for (service, extra) in [
+            ("CUSTOMER", &options.customer_env),
+            ("TICKET", &options.ticket_env),
+            ("ROUTING", &options.routing_env),
+        ] {
+            for (key, value) in extra.iter() {
+                let rest = key.strip_prefix("TIERLINE_").unwrap_or(key);
+                env.push((format!("TIERLINE_{service}__{rest}"), value.clone()));
+            }
+        }
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let data_dir = data.path().join("data");
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "dev".as_ref(),
+            "--no-demo".as_ref(),
+            "--config".as_ref(),
+            path.as_os_str(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+        ];
+        // The routing service's address: its health answers once all three serve.
+        let process = RunningService::start_with_args("tierline", ports[2], &env, &args)
+            .await
+            .context("starting tierline dev")?;
+        let addr = |port: u16| -> SocketAddr { ([127, 0, 0, 1], port).into() };
+        Self::connect(
+            [addr(ports[0]), addr(ports[1]), addr(ports[2])],
+            String::new(),
+            Processes::Dev {
+                process,
+                _data: data,
+            },
+            config_dir,
+        )
+        .await
+    }
+
+    async fn start_production(options: StackOptions) -> Result<Self> {
         let customer_db = TestDatabase::create().await?;
         let ticket_db = TestDatabase::create().await?;
         let routing_db = TestDatabase::create().await?;
@@ -346,14 +449,44 @@ impl Stack {
         )
         .await?;
 
+        let addrs = [customer.addr, ticket.addr, router.addr];
+        Self::connect(
+            addrs,
+            redis_prefix,
+            Processes::Production {
+                customer,
+                ticket,
+                router,
+                databases: [customer_db, ticket_db, routing_db],
+            },
+            config_dir,
+        )
+        .await
+    }
+
+    /// Connects clients to the services at `addrs` (customer, ticket, routing) and waits until
+    /// the router has built its live state.
+    async fn connect(
+        addrs: [SocketAddr; 3],
+        redis_prefix: String,
+        processes: Processes,
+        config_dir: tempfile::TempDir,
+    ) -> Result<Self> {
+        let channel = |addr: SocketAddr| async move {
+            Ok::<_, anyhow::Error>(
+                Channel::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await?,
+            )
+        };
         let customers =
             tierline_proto::customer::customer_service_client::CustomerServiceClient::new(
-                customer.channel().await?,
+                channel(addrs[0]).await?,
             );
         let tickets = tierline_proto::ticket::ticket_service_client::TicketServiceClient::new(
-            ticket.channel().await?,
+            channel(addrs[1]).await?,
         );
-        let router_channel = router.channel().await?;
+        let router_channel = channel(addrs[2]).await?;
         let mut routing =
             tierline_proto::routing::routing_service_client::RoutingServiceClient::new(
                 router_channel.clone(),
@@ -386,10 +519,7 @@ impl Stack {
                     router_channel,
                 ),
             redis_prefix,
-            customer,
-            ticket,
-            router,
-            databases: [customer_db, ticket_db, routing_db],
+            processes,
             _config_dir: config_dir,
         })
     }
@@ -404,13 +534,25 @@ impl Stack {
             routing,
             agents,
             desktops,
-            customer,
-            ticket,
-            router,
-            databases,
+            processes,
             ..
         } = self;
         drop((customers, tickets, routing, agents, desktops));
+        let (customer, ticket, router, databases) = match processes {
+            Processes::Production {
+                customer,
+                ticket,
+                router,
+                databases,
+            } => (customer, ticket, router, databases),
+            Processes::Dev { process, _data } => {
+                let status = process.terminate().await?;
+                if !status.success() {
+                    bail!("tierline dev exited with {status} on SIGTERM");
+                }
+                return Ok(());
+            }
+        };
         // The ticket service first: its relay calls the router all the time and would log the
         // router's going away as an error.
         let t = ticket.terminate().await;
@@ -435,6 +577,18 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// `n` free local ports, all different.
+fn distinct_ports(n: usize) -> Result<Vec<u16>> {
+    let mut ports: Vec<u16> = Vec::with_capacity(n);
+    while ports.len() < n {
+        let port = free_port()?;
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    Ok(ports)
 }
 
 async fn start_configured(

@@ -1,7 +1,8 @@
-//! Whole stories against the three real binaries: `tierline-customer`, `tierline-ticket` and
-//! `tierline-routing`, started as an operator runs them (each on a fresh database, the router on
-//! a Redis key prefix of its own, wired to each other over gRPC; see `tierline_tests::Stack`),
-//! with agent desktops on `OpenSession` streams.
+//! Whole stories against the real binaries, with agent desktops on `OpenSession` streams. Each
+//! story runs twice (see [`stories!`] at the end): in the production layout (`tierline-customer`,
+//! `tierline-ticket` and `tierline-routing` started as an operator runs them, each on a fresh
+//! database, the router on a Redis key prefix of its own) and in dev mode (`tierline dev`, one
+//! process on SQLite files and the in-process routing state). See `tierline_tests::Stack`.
 //!
 //! Each story drives only the public contracts (the protos) and waits for what it expects with
 //! a bounded deadline, never a blind sleep; a story takes a few seconds.
@@ -17,7 +18,7 @@ use tierline_proto::routing::agent_desktop_service_client::AgentDesktopServiceCl
 use tierline_proto::routing::open_session_response::Event;
 use tierline_proto::ticket as tpb;
 use tierline_proto::ticket::ticket_service_client::TicketServiceClient;
-use tierline_tests::{Stack, StackOptions};
+use tierline_tests::{Mode, Stack, StackOptions};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel as GrpcChannel;
@@ -434,11 +435,11 @@ fn has_reason(verdict: &rpb::AgentVerdict, reason: rpb::IneligibilityReason) -> 
 /// Callers of tiers A, B and C complain at about the same time while nobody is online; the one
 /// agent who then signs in (one call at a time) is offered their calls by pickup deadline: A,
 /// then (after resolving it) B, then C.
-#[tokio::test]
-async fn callers_of_each_tier_complain_at_once_and_the_agent_gets_them_in_deadline_order()
--> Result<()> {
+async fn callers_of_each_tier_complain_at_once_and_the_agent_gets_them_in_deadline_order(
+    mode: Mode,
+) -> Result<()> {
     let started = Instant::now();
-    let mut stack = Stack::start(StackOptions::default()).await?;
+    let mut stack = Stack::start_in(mode, StackOptions::default()).await?;
     let phones = [
         (Tier::A, "020 7946 0101"),
         (Tier::B, "020 7946 0102"),
@@ -514,12 +515,14 @@ async fn callers_of_each_tier_complain_at_once_and_the_agent_gets_them_in_deadli
 /// A key-account call goes to the account manager first; declined, it waits for the key-account
 /// team's step (3 s here) rather than going to the team or the department at once, and then
 /// goes to the team member (who serves another department).
-#[tokio::test]
-async fn a_key_account_call_goes_to_the_account_manager_first_and_to_the_team_at_its_step()
--> Result<()> {
+async fn a_key_account_call_goes_to_the_account_manager_first_and_to_the_team_at_its_step(
+    mode: Mode,
+) -> Result<()> {
     let started = Instant::now();
-    let mut stack = Stack::start(StackOptions {
-        routing_config: r#"
+    let mut stack = Stack::start_in(
+        mode,
+        StackOptions {
+            routing_config: r#"
 [routing.steps]
 key_account = [
   { target = "account_manager", after = "0s" },
@@ -527,9 +530,10 @@ key_account = [
   { target = "department", after = "6s" },
 ]
 "#
-        .into(),
-        ..Default::default()
-    })
+            .into(),
+            ..Default::default()
+        },
+    )
     .await?;
     agent(&mut stack, "manager", &["sales"], "").await?;
     agent(&mut stack, "teammate", &["sales"], "key-accounts").await?;
@@ -619,10 +623,11 @@ key_account = [
 
 /// Declining passes the call to the next agent; the decliner is never offered it again, even
 /// when nobody else takes it; a newcomer then gets it.
-#[tokio::test]
-async fn a_declined_call_moves_to_the_next_agent_and_never_back_to_the_decliner() -> Result<()> {
+async fn a_declined_call_moves_to_the_next_agent_and_never_back_to_the_decliner(
+    mode: Mode,
+) -> Result<()> {
     let started = Instant::now();
-    let mut stack = Stack::start(StackOptions::default()).await?;
+    let mut stack = Stack::start_in(mode, StackOptions::default()).await?;
     agent(&mut stack, "ana", &[DEPARTMENT], "").await?;
     agent(&mut stack, "bo", &[DEPARTMENT], "").await?;
     agent(&mut stack, "cy", &[DEPARTMENT], "").await?;
@@ -685,10 +690,11 @@ async fn a_declined_call_moves_to_the_next_agent_and_never_back_to_the_decliner(
 /// An agent with an accepted call loses the desktop's connection and reconnects with the session
 /// id within the grace period: the session resumes, presence is kept and the assignment is sent
 /// again.
-#[tokio::test]
-async fn an_agent_who_reconnects_within_the_grace_period_keeps_the_assignment() -> Result<()> {
+async fn an_agent_who_reconnects_within_the_grace_period_keeps_the_assignment(
+    mode: Mode,
+) -> Result<()> {
     let started = Instant::now();
-    let mut stack = Stack::start(StackOptions::default()).await?;
+    let mut stack = Stack::start_in(mode, StackOptions::default()).await?;
     agent(&mut stack, "ana", &[DEPARTMENT], "").await?;
     let mut ana = Desktop::sign_in(&stack, "ana").await?;
     let ticket = call(stack.tickets.clone(), "call-reconnect", "020 7946 0401").await?;
@@ -779,10 +785,9 @@ async fn an_agent_who_reconnects_within_the_grace_period_keeps_the_assignment() 
 
 /// An agent who takes one call at a time gets the second waiting call only when the first is
 /// resolved.
-#[tokio::test]
-async fn resolving_a_call_frees_the_agent_for_the_next() -> Result<()> {
+async fn resolving_a_call_frees_the_agent_for_the_next(mode: Mode) -> Result<()> {
     let started = Instant::now();
-    let mut stack = Stack::start(StackOptions::default()).await?;
+    let mut stack = Stack::start_in(mode, StackOptions::default()).await?;
     agent(&mut stack, "ana", &[DEPARTMENT], "").await?;
     let mut ana = Desktop::sign_in(&stack, "ana").await?;
     let first = call(stack.tickets.clone(), "call-free-1", "020 7946 0501").await?;
@@ -851,11 +856,11 @@ async fn resolving_a_call_frees_the_agent_for_the_next() -> Result<()> {
 
 /// After resolution another agent follows the customer up: satisfaction C = b / a is stored on
 /// the ticket and appears on the customer's profile, and the call is on their timeline.
-#[tokio::test]
-async fn the_follow_up_satisfaction_shows_on_the_profile_and_the_call_on_the_timeline() -> Result<()>
-{
+async fn the_follow_up_satisfaction_shows_on_the_profile_and_the_call_on_the_timeline(
+    mode: Mode,
+) -> Result<()> {
     let started = Instant::now();
-    let mut stack = Stack::start(StackOptions::default()).await?;
+    let mut stack = Stack::start_in(mode, StackOptions::default()).await?;
     let okafor = customer(&mut stack, "Ada Okafor", "020 7946 0601", Tier::B, None).await?;
     agent(&mut stack, "ana", &[DEPARTMENT], "").await?;
     let mut ana = Desktop::sign_in(&stack, "ana").await?;
@@ -979,3 +984,37 @@ async fn the_follow_up_satisfaction_shows_on_the_profile_and_the_call_on_the_tim
     println!("story follow-up: {:?}", started.elapsed());
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Each story in both layouts.
+
+/// Makes a `#[tokio::test]` of each story in module `production` and in module `dev`.
+macro_rules! stories {
+    ($($story:ident),* $(,)?) => {
+        mod production {
+            $(
+                #[tokio::test]
+                async fn $story() -> anyhow::Result<()> {
+                    super::$story(tierline_tests::Mode::Production).await
+                }
+            )*
+        }
+        mod dev {
+            $(
+                #[tokio::test]
+                async fn $story() -> anyhow::Result<()> {
+                    super::$story(tierline_tests::Mode::Dev).await
+                }
+            )*
+        }
+    };
+}
+
+stories!(
+    callers_of_each_tier_complain_at_once_and_the_agent_gets_them_in_deadline_order,
+    a_key_account_call_goes_to_the_account_manager_first_and_to_the_team_at_its_step,
+    a_declined_call_moves_to_the_next_agent_and_never_back_to_the_decliner,
+    an_agent_who_reconnects_within_the_grace_period_keeps_the_assignment,
+    resolving_a_call_frees_the_agent_for_the_next,
+    the_follow_up_satisfaction_shows_on_the_profile_and_the_call_on_the_timeline,
+);

@@ -90,6 +90,34 @@ pub enum Command {
     /// Why a ticket waits, why an agent gets no offers.
     #[command(subcommand)]
     Explain(ExplainCommand),
+    /// Run all three services in this process on embedded storage (SQLite files and an
+    /// in-process routing state; no PostgreSQL or Redis), for trying Tierline and developing
+    /// against it. Listens on the usual ports; Ctrl-C stops it.
+    Dev(DevArgs),
+}
+
+/// `tierline dev`
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Directory of the SQLite files, created if missing; kept across restarts.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".tierline-dev",
+        conflicts_with = "in_memory"
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// Keep everything in memory instead: gone when the process stops.
+    #[arg(long)]
+    pub in_memory: bool,
+    /// Do not load the demo customers and agents (loaded when the data directory is new).
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Configuration file: each service's settings under its name, e.g.
+    /// `[routing.routing.steps]`, `[ticket.sla]`, `[customer.server] listen = "..."`.
+    /// Environment variables work too: TIERLINE_ROUTING__ROUTER__TICK=200ms.
+    #[arg(long, value_name = "FILE", env = "TIERLINE_DEV_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// `tierline ivr ...`

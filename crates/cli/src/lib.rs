@@ -6,6 +6,7 @@
 //! - [`error`]: failures, how they are shown, exit statuses.
 //! - [`ivr`], [`agent`], [`desktop`], [`customer`], [`ticket`], [`queue`], [`explain`]: the
 //!   commands.
+//! - [`dev`]: `tierline dev`, the three services in this process (crate `tierline-dev`).
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -13,6 +14,7 @@ pub mod args;
 pub mod ctx;
 pub mod customer;
 pub mod desktop;
+pub mod dev;
 pub mod error;
 pub mod explain;
 pub mod fmt;
@@ -35,5 +37,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ticket(c) => ticket::run(&ctx, c).await,
         Command::Queue(c) => queue::run(&ctx, c).await,
         Command::Explain(c) => explain::run(&ctx, c).await,
+        Command::Dev(args) => dev::run(args).await,
     }
 }
