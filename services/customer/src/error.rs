@@ -80,30 +80,12 @@ impl From<Violations> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if db::is_unavailable(&err) || is_sqlite_busy(&err) {
+        if db::is_unavailable(&err) || tierline_runtime::sqlite::is_busy(&err) {
             Error::Unavailable(err)
         } else {
             Error::Database(err)
         }
     }
-}
-
-/// True if `err` is SQLite's SQLITE_BUSY or SQLITE_LOCKED (any extended code): another
-/// connection held the lock for longer than the busy timeout. Like a pool timeout in
-/// PostgreSQL, the database is overloaded rather than the query wrong, so the caller may retry.
-fn is_sqlite_busy(err: &sqlx::Error) -> bool {
-    const SQLITE_BUSY: i32 = 5;
-    const SQLITE_LOCKED: i32 = 6;
-    let sqlx::Error::Database(db) = err else {
-        return false;
-    };
-    let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() else {
-        return false;
-    };
-    // Extended result codes keep the primary code in their low byte.
-    sqlx::error::DatabaseError::code(sqlite)
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 impl ServiceError for Error {
@@ -160,45 +142,3 @@ impl From<Error> for tonic::Status {
 
 /// Result of the customer service.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use sqlx::Connection;
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_sqlite_file_locked_by_another_writer_is_unavailable_and_a_bad_query_internal() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("locked.db"))
-            .create_if_missing(true)
-            .busy_timeout(Duration::ZERO);
-        let mut holder = SqliteConnection::connect_with(&options)
-            .await
-            .expect("connect");
-        let mut waiter = SqliteConnection::connect_with(&options)
-            .await
-            .expect("connect");
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut holder)
-            .await
-            .expect("take the write lock");
-        let busy = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut waiter)
-            .await
-            .expect_err("the lock is held");
-        let err = Error::from(busy);
-        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
-        assert_eq!(err.kind(), ErrorKind::Unavailable);
-
-        let bad = sqlx::query("SELEC 1")
-            .execute(&mut waiter)
-            .await
-            .expect_err("syntax");
-        assert!(matches!(Error::from(bad), Error::Database(_)));
-    }
-}
