@@ -5,8 +5,10 @@
 //! Needs `DATABASE_URL` (a superuser URL; scripts/test sets it) and Redis at
 //! `TIERLINE_TEST_REDIS_URL` (default redis://127.0.0.1:6379).
 
+mod support;
+
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -16,10 +18,11 @@ use tierline_proto::customer::customer_service_client::CustomerServiceClient;
 use tierline_proto::routing::GetQueueStatsRequest;
 use tierline_proto::routing::routing_service_client::RoutingServiceClient;
 use tierline_proto::tonic::transport::Channel;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::oneshot;
+
+use support::{Desktop, Finished, field};
 
 /// Stops a service when dropped.
 struct Running(Option<oneshot::Sender<()>>);
@@ -256,12 +259,6 @@ async fn known_caller(w: &World) -> String {
     created.id
 }
 
-fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .map(str::trim)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_complaint_goes_from_the_ivr_to_the_desktop_to_resolution_and_follow_up() {
     let w = world().await;
@@ -285,50 +282,11 @@ async fn a_complaint_goes_from_the_ivr_to_the_desktop_to_resolution_and_follow_u
     assert!(out.contains("created agent agent-7"), "{out}");
 
     // The desktop, with its commands piped in before anything was offered.
-    let mut desktop = w
-        .command(&["agent", "desktop", "agent-7", "--available"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("desktop starts");
-    let mut stdin = desktop.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"accept\nresolve Replaced the kettle under warranty\nquit\n")
-        .await
-        .expect("commands written");
-    drop(stdin);
-    let seen = Arc::new(Mutex::new(String::new()));
-    let stdout = desktop.stdout.take().expect("stdout");
-    let reader = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut s = seen.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        })
-    };
-    let mut stderr = desktop.stderr.take().expect("stderr");
-    let errors = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
-        text
-    });
-    // Wait until the desktop is connected and available.
-    for _ in 0..100 {
-        if seen.lock().expect("lock").contains("presence  available") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        seen.lock().expect("lock").contains("session   "),
-        "the desktop did not connect: {}",
-        seen.lock().expect("lock")
-    );
+    let desktop = Desktop::start(
+        w.command(&["agent", "desktop", "agent-7", "--available"]),
+        b"accept\nresolve Replaced the kettle under warranty\nquit\n",
+    )
+    .await;
 
     // The IVR takes the call: it names the caller, then reads back the ticket.
     let call_id = format!("call-{}", uuid::Uuid::new_v4());
@@ -358,13 +316,11 @@ async fn a_complaint_goes_from_the_ivr_to_the_desktop_to_resolution_and_follow_u
     assert_eq!(field(&call, "call id"), Some(call_id.as_str()));
 
     // The desktop is offered it, accepts, resolves, and quits with status 0.
-    let status = tokio::time::timeout(Duration::from_secs(20), desktop.wait())
-        .await
-        .expect("the desktop finished its commands in time")
-        .expect("desktop exit status");
-    let _ = reader.await;
-    let shown = seen.lock().expect("lock").clone();
-    let errors = errors.await.expect("stderr read");
+    let Finished {
+        status,
+        shown,
+        errors,
+    } = desktop.finish().await;
     assert_eq!(status.code(), Some(0), "desktop:\n{shown}\n{errors}");
     assert!(
         shown.contains(&format!("offer     {number}  Product quality")),

@@ -3,12 +3,16 @@
 //! `tierline` client walks a complaint from `ivr call` to an agent's accept and resolve. The
 //! data survives a restart; the demo is loaded only into a new data directory.
 
+mod support;
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use support::{Desktop, Finished, field};
 
 /// A free local port.
 fn free_port() -> u16 {
@@ -133,12 +137,6 @@ impl DevMode {
     }
 }
 
-fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .map(str::trim)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dev_mode_takes_a_call_to_an_agent_and_keeps_it_across_a_restart() {
     let data = tempfile::tempdir().expect("temp dir");
@@ -163,37 +161,11 @@ async fn dev_mode_takes_a_call_to_an_agent_and_keeps_it_across_a_restart() {
     );
 
     // The README's walk: an agent's desktop, then the IVR call.
-    let mut desktop = dev
-        .command(&["agent", "desktop", "sam", "--available"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("desktop starts");
-    let mut stdin = desktop.stdin.take().expect("stdin");
-    stdin
-        .write_all(b"accept\nresolve Refunded the second charge\nquit\n")
-        .await
-        .expect("commands written");
-    drop(stdin);
-    let seen = Arc::new(Mutex::new(String::new()));
-    let stdout = desktop.stdout.take().expect("stdout");
-    let reader = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut s = seen.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        })
-    };
-    for _ in 0..100 {
-        if seen.lock().expect("lock").contains("presence  available") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let desktop = Desktop::start(
+        dev.command(&["agent", "desktop", "sam", "--available"]),
+        b"accept\nresolve Refunded the second charge\nquit\n",
+    )
+    .await;
 
     let call = dev
         .ok(&[
@@ -210,13 +182,12 @@ async fn dev_mode_takes_a_call_to_an_agent_and_keeps_it_across_a_restart() {
     let number = field(&call, "ticket").expect("ticket number").to_owned();
     assert_eq!(field(&call, "department"), Some("customer_service"));
 
-    let status = tokio::time::timeout(Duration::from_secs(20), desktop.wait())
-        .await
-        .expect("the desktop finished its commands in time")
-        .expect("desktop exit status");
-    let _ = reader.await;
-    let shown = seen.lock().expect("lock").clone();
-    assert_eq!(status.code(), Some(0), "desktop:\n{shown}");
+    let Finished {
+        status,
+        shown,
+        errors,
+    } = desktop.finish().await;
+    assert_eq!(status.code(), Some(0), "desktop:\n{shown}\n{errors}");
     assert!(
         shown.contains(&format!("offer     {number}")),
         "the offer is shown: {shown}"
