@@ -3,6 +3,7 @@
 //! mode). Both keep the append-only event log that is history and transactional outbox at once,
 //! and `tests/store.rs` holds both to the same behaviour.
 
+mod common;
 pub mod feed;
 pub mod pg;
 pub mod sqlite;

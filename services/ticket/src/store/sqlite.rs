@@ -31,23 +31,20 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::types::Json;
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 use tierline_runtime::sqlite::{SqliteDb, Stamp, Write, opt_time};
-use tierline_types::{Channel, Tier};
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
+use super::common::{self, CommentRecord, EventRecord, TicketRecord, ticket_columns};
 use super::feed::EventFeed;
 use super::{
     CommentCursor, Created, Mutation, PairWrites, RelayCursor, SlaOutcome, Snapshotter,
     TicketFilter, TicketOrder, TicketStore, TouchedTickets,
 };
-use crate::domain::catalog::TicketType;
-use crate::domain::sla::{HoldReason, Severity, SlaClock, SlaStatus};
-use crate::domain::state::{CancelReason, TicketState};
+use crate::domain::sla::SlaClock;
 use crate::domain::ticket::{
-    Actor, ActorKind, CallerIdentity, Comment, Compensation, CustomerEmotion, CustomerLink,
-    CustomerSnapshot, Details, EventKind, Link, LinkKind, NewEvent, RecordedEvent,
-    RecordedFollowUp, Routing, Ticket, TicketId, TicketNumber, TriageLabel, Visibility,
+    Actor, Comment, Compensation, EventKind, Link, LinkKind, NewEvent, RecordedEvent,
+    RecordedFollowUp, Ticket, TicketId, TicketNumber, Visibility,
 };
 use crate::error::{Error, Result};
 
@@ -134,58 +131,12 @@ impl SqliteStore {
     }
 }
 
-fn corrupt(what: &str, value: &str) -> Error {
-    Error::Corrupt(format!("{what} {value:?}"))
-}
-
-fn sla_status_str(s: SlaStatus) -> &'static str {
-    match s {
-        SlaStatus::OnTrack => "on_track",
-        SlaStatus::AtRisk => "at_risk",
-        SlaStatus::Breached => "breached",
-        SlaStatus::Met => "met",
-        SlaStatus::Paused => "paused",
-    }
-}
-
-fn sla_status_from(s: &str) -> Result<SlaStatus> {
-    Ok(match s {
-        "on_track" => SlaStatus::OnTrack,
-        "at_risk" => SlaStatus::AtRisk,
-        "breached" => SlaStatus::Breached,
-        "met" => SlaStatus::Met,
-        "paused" => SlaStatus::Paused,
-        other => return Err(corrupt("sla status", other)),
-    })
-}
-
-fn opt_enum<T>(raw: Option<String>, what: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>> {
-    raw.map(|s| parse(&s).ok_or_else(|| corrupt(what, &s)))
-        .transpose()
-}
-
 fn stamp(at: OffsetDateTime) -> Stamp {
     Stamp::from_time(at)
 }
 
 fn opt_stamp(at: Option<OffsetDateTime>) -> Option<Stamp> {
     at.map(Stamp::from_time)
-}
-
-/// The ticket columns, as in PostgreSQL.
-macro_rules! ticket_columns {
-    () => {
-        "id, number, idempotency_key, customer_id, customer_resolution, \
-         caller_kind, caller_value, caller_region, snapshot_tier, snapshot_key_account, \
-         snapshot_account_manager, snapshot_display_name, snapshot_at, channel, type, category, \
-         department, severity, priority, subject, description, language_code, customer_emotion, \
-         desired_outcome, compensation, root_cause, triage_label, resolution_summary, tags, \
-         attributes, required_skills, own_skills, state, state_reason, hold_reason, cancel_reason, \
-         assigned_agent_id, handler_agent_ids, enqueue_at, pickup_due_at, preferred_agent_id, \
-         reservation_id, merged_into, sla, sla_status, follow_up, follow_up_due_at, \
-         follow_up_due_raised, auto_close_at, version, created_at, updated_at, resolved_at, \
-         closed_at"
-    };
 }
 
 #[derive(FromRow)]
@@ -249,212 +200,92 @@ struct TicketRow {
 
 impl TicketRow {
     fn into_domain(self) -> Result<Ticket> {
-        let created_at = self.created_at.to_time()?;
-        let customer = match (self.customer_resolution.as_str(), self.customer_id) {
-            ("resolved", Some(id)) => CustomerLink::Resolved {
-                id,
-                snapshot: CustomerSnapshot {
-                    tier: self
-                        .snapshot_tier
-                        .as_deref()
-                        .and_then(Tier::from_db)
-                        .ok_or_else(|| {
-                            corrupt("snapshot tier", &format!("{:?}", self.snapshot_tier))
-                        })?,
-                    key_account: self.snapshot_key_account,
-                    account_manager_id: self.snapshot_account_manager,
-                    display_name: self.snapshot_display_name.unwrap_or_default(),
-                    taken_at: opt_time(self.snapshot_at)?.unwrap_or(created_at),
-                },
-            },
-            ("pending", id) => CustomerLink::Pending { id },
-            (other, _) => return Err(corrupt("customer resolution", other)),
-        };
-        let caller = match (self.caller_kind, self.caller_value) {
-            (Some(kind), Some(value)) => Some(CallerIdentity {
-                kind,
-                value,
-                region: self.caller_region.unwrap_or_default(),
-            }),
-            _ => None,
-        };
-        Ok(Ticket {
-            id: TicketId(self.id),
-            number: TicketNumber::from_stored(self.number),
+        TicketRecord {
+            id: self.id,
+            number: self.number,
             idempotency_key: self.idempotency_key,
-            customer,
-            caller,
-            channel: Channel::from_db(&self.channel)
-                .ok_or_else(|| corrupt("channel", &self.channel))?,
-            details: Details {
-                ticket_type: TicketType::from_db(&self.ticket_type)
-                    .ok_or_else(|| corrupt("type", &self.ticket_type))?,
-                category: self.category,
-                severity: Severity::from_db(&self.severity)
-                    .ok_or_else(|| corrupt("severity", &self.severity))?,
-                subject: self.subject,
-                description: self.description,
-                language_code: self.language_code,
-                customer_emotion: opt_enum(
-                    self.customer_emotion,
-                    "emotion",
-                    CustomerEmotion::from_db,
-                )?,
-                desired_outcome: self.desired_outcome,
-                compensation: self.compensation.map(|j| j.0),
-                root_cause: self.root_cause,
-                triage_label: opt_enum(self.triage_label, "triage label", TriageLabel::from_db)?,
-                resolution_summary: self.resolution_summary,
-                tags: self.tags.0,
-                attributes: self.attributes.0,
-                own_skills: self.own_skills.0,
-            },
+            customer_id: self.customer_id,
+            customer_resolution: self.customer_resolution,
+            caller_kind: self.caller_kind,
+            caller_value: self.caller_value,
+            caller_region: self.caller_region,
+            snapshot_tier: self.snapshot_tier,
+            snapshot_key_account: self.snapshot_key_account,
+            snapshot_account_manager: self.snapshot_account_manager,
+            snapshot_display_name: self.snapshot_display_name,
+            snapshot_at: opt_time(self.snapshot_at)?,
+            channel: self.channel,
+            ticket_type: self.ticket_type,
+            category: self.category,
             department: self.department,
+            severity: self.severity,
             priority: self.priority,
+            subject: self.subject,
+            description: self.description,
+            language_code: self.language_code,
+            customer_emotion: self.customer_emotion,
+            desired_outcome: self.desired_outcome,
+            compensation: self.compensation.map(|j| j.0),
+            root_cause: self.root_cause,
+            triage_label: self.triage_label,
+            resolution_summary: self.resolution_summary,
+            tags: self.tags.0,
+            attributes: self.attributes.0,
             required_skills: self.required_skills.0,
-            state: TicketState::from_db(&self.state)
-                .ok_or_else(|| corrupt("state", &self.state))?,
+            own_skills: self.own_skills.0,
+            state: self.state,
             state_reason: self.state_reason,
-            hold_reason: opt_enum(self.hold_reason, "hold reason", HoldReason::from_db)?,
-            cancel_reason: opt_enum(self.cancel_reason, "cancel reason", CancelReason::from_db)?,
+            hold_reason: self.hold_reason,
+            cancel_reason: self.cancel_reason,
             assigned_agent_id: self.assigned_agent_id,
             handler_agent_ids: self.handler_agent_ids.0,
-            routing: Routing {
-                enqueue_at: self.enqueue_at.to_time()?,
-                pickup_due_at: self.pickup_due_at.to_time()?,
-                preferred_agent_id: self.preferred_agent_id,
-                reservation_id: self.reservation_id,
-            },
-            merged_into: self.merged_into.map(TicketId),
+            enqueue_at: self.enqueue_at.to_time()?,
+            pickup_due_at: self.pickup_due_at.to_time()?,
+            preferred_agent_id: self.preferred_agent_id,
+            reservation_id: self.reservation_id,
+            merged_into: self.merged_into,
             sla: self.sla.0,
-            sla_status: sla_status_from(&self.sla_status)?,
+            sla_status: self.sla_status,
+            follow_up: self.follow_up.map(|j| j.0),
             follow_up_due_at: opt_time(self.follow_up_due_at)?,
             follow_up_due_raised: self.follow_up_due_raised,
             auto_close_at: opt_time(self.auto_close_at)?,
-            follow_up: self.follow_up.map(|j| j.0),
             version: self.version,
-            created_at,
+            created_at: self.created_at.to_time()?,
             updated_at: self.updated_at.to_time()?,
             resolved_at: opt_time(self.resolved_at)?,
             closed_at: opt_time(self.closed_at)?,
-        })
+        }
+        .into_domain()
     }
-}
-
-/// The columns a ticket is written with, from `customer_id` on, in the order of the
-/// placeholders of [`insert_ticket`] and [`save`] (PostgreSQL's `bind_mutable!`, with SQLite's
-/// types); shared by both so they cannot drift.
-macro_rules! bind_mutable {
-    ($q:expr, $t:expr, $now:expr) => {{
-        let t: &Ticket = $t;
-        let now: OffsetDateTime = $now;
-
-        let (resolution, snapshot) = match &t.customer {
-            CustomerLink::Resolved { snapshot, .. } => ("resolved", Some(snapshot)),
-            CustomerLink::Pending { .. } => ("pending", None),
-        };
-        let timer = crate::domain::ticket::next_timer(t, now);
-        $q.bind(t.customer.id())
-            .bind(resolution)
-            .bind(snapshot.map(|s| s.tier.as_str()))
-            .bind(snapshot.is_some_and(|s| s.key_account))
-            .bind(snapshot.and_then(|s| s.account_manager_id.as_deref()))
-            .bind(snapshot.map(|s| s.display_name.as_str()))
-            .bind(snapshot.map(|s| stamp(s.taken_at)))
-            .bind(t.details.ticket_type.as_str())
-            .bind(&t.details.category)
-            .bind(&t.department)
-            .bind(t.details.severity.as_str())
-            .bind(t.priority)
-            .bind(&t.details.subject)
-            .bind(&t.details.description)
-            .bind(&t.details.language_code)
-            .bind(t.details.customer_emotion.map(|e| e.as_str()))
-            .bind(&t.details.desired_outcome)
-            .bind(t.details.compensation.as_ref().map(Json))
-            .bind(t.details.root_cause.as_deref())
-            .bind(t.details.triage_label.map(|l| l.as_str()))
-            .bind(&t.details.resolution_summary)
-            .bind(Json(&t.details.tags))
-            .bind(Json(&t.details.attributes))
-            .bind(Json(&t.required_skills))
-            .bind(Json(&t.details.own_skills))
-            .bind(t.state.as_str())
-            .bind(&t.state_reason)
-            .bind(t.hold_reason.map(|r| r.as_str()))
-            .bind(t.cancel_reason.map(|r| r.as_str()))
-            .bind(t.assigned_agent_id.as_deref())
-            .bind(Json(&t.handler_agent_ids))
-            .bind(stamp(t.routing.enqueue_at))
-            .bind(stamp(t.routing.pickup_due_at))
-            .bind(t.routing.preferred_agent_id.as_deref())
-            .bind(t.routing.reservation_id)
-            .bind(t.merged_into.map(|m| m.0))
-            .bind(Json(&t.sla))
-            .bind(sla_status_str(t.sla_status))
-            .bind(opt_stamp(timer))
-            .bind(t.follow_up.as_ref().map(Json))
-            .bind(opt_stamp(t.follow_up_due_at))
-            .bind(t.follow_up_due_raised)
-            .bind(opt_stamp(t.auto_close_at))
-            .bind(t.version)
-            .bind(stamp(t.updated_at))
-            .bind(opt_stamp(t.resolved_at))
-            .bind(opt_stamp(t.closed_at))
-    }};
 }
 
 /// Inserts a new ticket row (its CREATED event is appended separately). The write lock is held.
 async fn insert_ticket(conn: &mut SqliteConnection, t: &Ticket, fingerprint: &[u8]) -> Result<()> {
-    let q = sqlx::query(
-        "INSERT INTO tickets (id, number, idempotency_key, request_fingerprint, \
-           caller_kind, caller_value, caller_region, channel, created_at, \
-           customer_id, customer_resolution, snapshot_tier, snapshot_key_account, \
-           snapshot_account_manager, snapshot_display_name, snapshot_at, type, category, department, \
-           severity, priority, subject, description, language_code, customer_emotion, \
-           desired_outcome, compensation, root_cause, triage_label, resolution_summary, tags, \
-           attributes, required_skills, own_skills, state, state_reason, hold_reason, cancel_reason, \
-           assigned_agent_id, handler_agent_ids, enqueue_at, pickup_due_at, preferred_agent_id, \
-           reservation_id, merged_into, sla, sla_status, timer_at, follow_up, \
-           follow_up_due_at, follow_up_due_raised, auto_close_at, version, updated_at, resolved_at, \
-           closed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-           $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, \
-           $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, \
-           $55, $56)",
-    )
-    .bind(t.id.0)
-    .bind(t.number.digits())
-    .bind(&t.idempotency_key)
-    .bind(fingerprint)
-    .bind(t.caller.as_ref().map(|c| c.kind.as_str()))
-    .bind(t.caller.as_ref().map(|c| c.value.as_str()))
-    .bind(t.caller.as_ref().map(|c| c.region.as_str()))
-    .bind(t.channel.as_str())
-    .bind(stamp(t.created_at));
-    bind_mutable!(q, t, t.created_at).execute(conn).await?;
+    let columns = common::TicketColumns::of(t, t.created_at);
+    let q = common::bind_intake!(
+        sqlx::query(common::insert_ticket!()),
+        columns,
+        fingerprint,
+        time = stamp
+    );
+    common::bind_mutable!(q, columns, time = stamp, list = Json)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Writes a loaded ticket back. The write lock is held.
 async fn save(conn: &mut SqliteConnection, t: &Ticket, now: OffsetDateTime) -> Result<()> {
-    let q = sqlx::query(
-        "UPDATE tickets SET customer_id = $2, customer_resolution = $3, snapshot_tier = $4, \
-           snapshot_key_account = $5, snapshot_account_manager = $6, snapshot_display_name = $7, \
-           snapshot_at = $8, type = $9, category = $10, department = $11, severity = $12, \
-           priority = $13, subject = $14, description = $15, language_code = $16, \
-           customer_emotion = $17, desired_outcome = $18, compensation = $19, root_cause = $20, \
-           triage_label = $21, resolution_summary = $22, tags = $23, attributes = $24, \
-           required_skills = $25, own_skills = $26, state = $27, state_reason = $28, \
-           hold_reason = $29, cancel_reason = $30, assigned_agent_id = $31, handler_agent_ids = $32, \
-           enqueue_at = $33, pickup_due_at = $34, preferred_agent_id = $35, reservation_id = $36, \
-           merged_into = $37, sla = $38, sla_status = $39, timer_at = $40, follow_up = $41, \
-           follow_up_due_at = $42, follow_up_due_raised = $43, auto_close_at = $44, version = $45, \
-           updated_at = $46, resolved_at = $47, closed_at = $48 \
-         WHERE id = $1",
+    let q = sqlx::query(common::UPDATE_TICKET).bind(t.id.0);
+    common::bind_mutable!(
+        q,
+        common::TicketColumns::of(t, now),
+        time = stamp,
+        list = Json
     )
-    .bind(t.id.0);
-    bind_mutable!(q, t, now).execute(conn).await?;
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -508,13 +339,8 @@ async fn fetch(executor: impl sqlx::SqliteExecutor<'_>, id: TicketId) -> Result<
         .into_domain()
 }
 
-fn link_from(other: Uuid, number: String, kind: &str, at: Stamp) -> Result<Link> {
-    Ok(Link {
-        linked_ticket_id: TicketId(other),
-        linked_number: TicketNumber::from_stored(number),
-        kind: LinkKind::from_db(kind).ok_or_else(|| corrupt("link kind", kind))?,
-        created_at: at.to_time()?,
-    })
+fn link(other: Uuid, number: String, kind: &str, at: Stamp) -> Result<Link> {
+    common::link_from(other, number, kind, at.to_time()?)
 }
 
 /// Links `a` to `b` as `kind`, and `b` to `a` as its inverse. The write lock is held; a missing
@@ -578,30 +404,23 @@ struct EventRow {
 
 impl EventRow {
     fn into_domain(self) -> Result<RecordedEvent> {
-        Ok(RecordedEvent {
+        EventRecord {
             sequence: self.sequence,
             event_id: self.event_id,
-            ticket_id: TicketId(self.ticket_id),
+            ticket_id: self.ticket_id,
             ticket_version: self.ticket_version,
-            event: NewEvent {
-                kind: EventKind::from_db(&self.kind)
-                    .ok_or_else(|| corrupt("event kind", &self.kind))?,
-                actor: Actor {
-                    kind: ActorKind::from_db(&self.actor_kind)
-                        .ok_or_else(|| corrupt("actor kind", &self.actor_kind))?,
-                    id: self.actor_id,
-                },
-                from: TicketState::from_db(&self.from_state)
-                    .ok_or_else(|| corrupt("state", &self.from_state))?,
-                to: TicketState::from_db(&self.to_state)
-                    .ok_or_else(|| corrupt("state", &self.to_state))?,
-                reason: self.reason,
-                changed_fields: self.changed_fields.0,
-                comment_id: self.comment_id,
-                related_ticket_id: self.related_ticket_id,
-            },
-            at: self.event_at.to_time()?,
-        })
+            kind: self.kind,
+            actor_kind: self.actor_kind,
+            actor_id: self.actor_id,
+            from_state: self.from_state,
+            to_state: self.to_state,
+            reason: self.reason,
+            changed_fields: self.changed_fields.0,
+            comment_id: self.comment_id,
+            related_ticket_id: self.related_ticket_id,
+            event_at: self.event_at.to_time()?,
+        }
+        .into_domain()
     }
 }
 
@@ -631,22 +450,18 @@ struct CommentRow {
 
 impl CommentRow {
     fn into_domain(self) -> Result<Comment> {
-        Ok(Comment {
+        CommentRecord {
             id: self.id,
-            ticket_id: TicketId(self.ticket_id),
-            visibility: Visibility::from_db(&self.visibility)
-                .ok_or_else(|| corrupt("visibility", &self.visibility))?,
-            author: Actor {
-                kind: ActorKind::from_db(&self.author_kind)
-                    .ok_or_else(|| corrupt("author kind", &self.author_kind))?,
-                id: self.author_id,
-            },
+            ticket_id: self.ticket_id,
+            visibility: self.visibility,
+            author_kind: self.author_kind,
+            author_id: self.author_id,
             body: self.body,
-            channel: Channel::from_db(&self.channel)
-                .ok_or_else(|| corrupt("channel", &self.channel))?,
+            channel: self.channel,
             first_response: self.first_response,
             created_at: self.created_at.to_time()?,
-        })
+        }
+        .into_domain()
     }
 }
 
@@ -804,7 +619,7 @@ impl TicketStore for SqliteStore {
         .fetch_all(self.db.pool())
         .await?;
         rows.into_iter()
-            .map(|(other, number, kind, at)| link_from(other, number, &kind, at))
+            .map(|(other, number, kind, at)| link(other, number, &kind, at))
             .collect()
     }
 
@@ -829,7 +644,7 @@ impl TicketStore for SqliteStore {
         for (owner, other, number, kind, at) in rows {
             map.entry(TicketId(owner))
                 .or_default()
-                .push(link_from(other, number, &kind, at)?);
+                .push(link(other, number, &kind, at)?);
         }
         Ok(map)
     }
@@ -849,15 +664,7 @@ impl TicketStore for SqliteStore {
         // this read and the commit.
         let mut w = self.write().await?;
         let mut ticket = fetch(w.conn(), id).await?;
-        if let Some(expected) = expected_version
-            && expected != ticket.version
-        {
-            return Err(Error::StaleVersion {
-                id: id.to_string(),
-                expected,
-                actual: ticket.version,
-            });
-        }
+        common::check_version(id, expected_version, ticket.version)?;
         let Mutation { events, value } = change(&mut ticket)?;
         if events.is_empty() {
             // Dropping the write rolls it back; nothing was written.
@@ -906,7 +713,7 @@ impl TicketStore for SqliteStore {
                 filter
                     .sla_statuses
                     .iter()
-                    .map(|s| sla_status_str(*s))
+                    .map(|s| common::sla_status_str(*s))
                     .collect(),
             ),
         );
@@ -1012,8 +819,7 @@ impl TicketStore for SqliteStore {
         .bind(b.0)
         .fetch_optional(self.db.pool())
         .await?;
-        kind.map(|k| LinkKind::from_db(&k).ok_or_else(|| corrupt("link kind", &k)))
-            .transpose()
+        kind.as_deref().map(common::link_kind_from).transpose()
     }
 
     async fn reschedule_timer(
