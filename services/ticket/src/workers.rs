@@ -177,8 +177,11 @@ pub async fn run_timers<S: TicketStore>(
                 )
                 .await?;
         }
-        let outcomes = sla_outcomes(&tickets.store().get(id).await?);
-        tickets.store().record_sla_outcomes(id, &outcomes).await?;
+        // `t` is the ticket as this pass left it; a reschedule changes only its timer.
+        tickets
+            .store()
+            .record_sla_outcomes(id, &sla_outcomes(&t))
+            .await?;
     }
     Ok(ids.len())
 }

@@ -652,19 +652,22 @@ impl TicketStore for PgStore {
     }
 
     async fn record_sla_outcomes(&self, id: TicketId, outcomes: &[SlaOutcome]) -> Result<()> {
-        for o in outcomes {
-            sqlx::query(
-                "INSERT INTO ticket_sla_outcomes (ticket_id, target, outcome, due_at, achieved_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ticket_id, target) DO NOTHING",
-            )
-            .bind(id.0)
-            .bind(o.target)
-            .bind(o.outcome)
-            .bind(o.due_at)
-            .bind(o.achieved_at)
-            .execute(&self.pool)
-            .await?;
+        if outcomes.is_empty() {
+            return Ok(());
         }
+        // One statement for all of a ticket's outcomes.
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO ticket_sla_outcomes (ticket_id, target, outcome, due_at, achieved_at) ",
+        );
+        q.push_values(outcomes, |mut row, o| {
+            row.push_bind(id.0)
+                .push_bind(o.target)
+                .push_bind(o.outcome)
+                .push_bind(o.due_at)
+                .push_bind(o.achieved_at);
+        });
+        q.push(" ON CONFLICT (ticket_id, target) DO NOTHING");
+        q.build().execute(&self.pool).await?;
         Ok(())
     }
 

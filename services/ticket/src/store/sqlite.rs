@@ -866,21 +866,21 @@ impl TicketStore for SqliteStore {
         }
         let mut w = self.write().await?;
         let now = w.now;
-        for o in outcomes {
-            sqlx::query(
-                "INSERT INTO ticket_sla_outcomes (ticket_id, target, outcome, due_at, achieved_at, \
-                   recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id, target) DO NOTHING",
-            )
-            .bind(id.0)
-            .bind(o.target)
-            .bind(o.outcome)
-            .bind(stamp(o.due_at))
-            .bind(opt_stamp(o.achieved_at))
-            .bind(now)
-            .execute(w.conn())
-            .await?;
-        }
+        // One statement for all of a ticket's outcomes.
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO ticket_sla_outcomes (ticket_id, target, outcome, due_at, achieved_at, \
+               recorded_at) ",
+        );
+        q.push_values(outcomes, |mut row, o| {
+            row.push_bind(id.0)
+                .push_bind(o.target)
+                .push_bind(o.outcome)
+                .push_bind(stamp(o.due_at))
+                .push_bind(opt_stamp(o.achieved_at))
+                .push_bind(now);
+        });
+        q.push(" ON CONFLICT (ticket_id, target) DO NOTHING");
+        q.build().execute(w.conn()).await?;
         self.commit(w, false).await
     }
 
