@@ -62,10 +62,11 @@ pub async fn serve_with_pool(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let store = PgStore::new(pool, api::snapshotter(Arc::new(rules(&config))));
-    // Other replicas' writes wake this one's streams and relays through LISTEN/NOTIFY.
-    let listener_task = store.listen();
+    // The sequencer publishes this replica's appends; LISTEN/NOTIFY wakes its streams and
+    // relays on every replica's publications.
+    let log_tasks = store.spawn_log_tasks();
     let result = serve_with_store(listener, config, store, shutdown).await;
-    listener_task.abort();
+    log_tasks.abort();
     result
 }
 

@@ -190,6 +190,9 @@ const TIMELINE: &str = "customer_timeline";
 
 /// Writes tickets' intake and follow-ups to the customers' timelines, from the event log.
 pub async fn relay_timeline<S: TicketStore>(tickets: &Tickets<S>) -> Result<usize> {
+    // What this process committed is readable before the pass, whether or not the sequencer
+    // has run yet.
+    tickets.store().publish().await?;
     // One replica at a time delivers; the others skip this pass.
     let Some(claim) = tickets.store().claim_relay(TIMELINE).await? else {
         return Ok(0);
@@ -420,6 +423,9 @@ pub async fn relay_routing<S: TicketStore>(
     router: &Router,
 ) -> Result<RoutingPass> {
     let store = tickets.store();
+    // What this process committed is readable before the pass, whether or not the sequencer
+    // has run yet.
+    store.publish().await?;
     // One replica at a time delivers; the others skip this pass.
     let Some(claim) = store.claim_relay(ROUTING_RELAY).await? else {
         return Ok(RoutingPass::default());

@@ -129,7 +129,7 @@ impl Inspect for PgStore {
 
     async fn follow_feed(&self) -> Option<JoinHandle<()>> {
         let mut connected = self.feed().subscribe();
-        let task = self.listen();
+        let task = self.spawn_log_tasks();
         // The listener bumps the feed once it listens.
         tokio::time::timeout(Duration::from_secs(10), connected.changed())
             .await
@@ -334,9 +334,16 @@ async fn list_all<S: TicketStore>(store: &S, filter: &TicketFilter) -> Vec<Ticke
     }
 }
 
+/// The latest position, once everything committed is published.
+async fn latest_published<S: TicketStore>(store: &S) -> i64 {
+    store.publish().await.expect("publish");
+    store.latest_sequence().await.expect("latest")
+}
+
 async fn all_events<S: TicketStore>(
     store: &S,
 ) -> Vec<tierline_ticket::domain::ticket::RecordedEvent> {
+    store.publish().await.expect("publish");
     store
         .events_after(0, 100_000)
         .await
@@ -387,6 +394,7 @@ async fn add_comment<S: TicketStore>(
 /// Reads the tickets touched after `cursor` once `events` events are readable.
 async fn touched_after<S: TicketStore>(store: &S, cursor: i64, events: usize) -> TouchedTickets {
     for _ in 0..100 {
+        store.publish().await.expect("publish");
         let batch = store
             .tickets_touched_after(cursor, 200)
             .await
@@ -605,6 +613,7 @@ async fn a_ticket_reads_back_exactly_as_written<S: TicketStore>(store: &S) {
         .await
         .expect("list");
     assert_eq!(listed, std::slice::from_ref(&changed));
+    store.publish().await.expect("publish");
     let touched = store.tickets_touched_after(0, 100).await.expect("touched");
     assert_eq!(touched.tickets.last().map(|(_, t)| t), Some(&changed));
 }
@@ -679,6 +688,7 @@ async fn every_change_is_saved_with_its_history_in_order<S: TicketStore>(store: 
     // Each event carries the snapshot of the ticket after its change, and its changed fields.
     let touched = touch(store, id, |t| t.details.subject = "new subject".into()).await;
     assert_eq!(touched.version, 4);
+    store.publish().await.expect("publish");
     let log = store.events_after(0, 100).await.expect("log");
     let snapshots: Vec<Option<Vec<u8>>> = log.iter().map(|(_, s)| s.clone()).collect();
     assert_eq!(
@@ -688,10 +698,7 @@ async fn every_change_is_saved_with_its_history_in_order<S: TicketStore>(store: 
     let (last, _) = &log[3];
     assert_eq!(last.event.changed_fields, ["subject", "tags"]);
     assert_eq!(last.ticket_id, id);
-    assert_eq!(
-        store.latest_sequence().await.expect("latest"),
-        last.sequence
-    );
+    assert_eq!(latest_published(store).await, last.sequence);
 
     // A stale version is refused and changes nothing.
     let err = store
@@ -750,6 +757,8 @@ async fn a_reader_paging_during_concurrent_writes_sees_every_event<S: TicketStor
     let mut cursor = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while seen.len() < 54 && std::time::Instant::now() < deadline {
+        // As a relay does: publish what has committed, then read.
+        store.publish().await.expect("publish");
         for (event, _) in store.events_after(cursor, 7).await.expect("read") {
             cursor = event.sequence;
             seen.push(event.sequence);
@@ -777,6 +786,10 @@ async fn commits_that_append_events_wake_the_feed<S: TicketStore + Inspect>(stor
         .await
         .expect("woken by the change")
         .expect("feed open");
+    // PostgreSQL's publisher wakes its own process at once and every replica by NOTIFY, which
+    // echoes back here: let the echo pass before watching for silence.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    feed.borrow_and_update();
     // Writes without events wake nobody.
     store
         .mutate(id, None, OffsetDateTime::now_utc(), no_change)
@@ -1041,7 +1054,7 @@ async fn a_follow_up_links_both_ways_and_needs_the_ticket_it_follows<S: TicketSt
     assert_eq!(many.get(&follow_up.id), Some(&links));
 
     // A follow-up of a ticket that does not exist is NOT_FOUND and stores nothing.
-    let latest = store.latest_sequence().await.expect("latest");
+    let latest = latest_published(store).await;
     let orphan = open("call-orphan");
     let refused = store
         .create(
@@ -1057,7 +1070,7 @@ async fn a_follow_up_links_both_ways_and_needs_the_ticket_it_follows<S: TicketSt
         store.get(orphan.id).await,
         Err(Error::NotFound { .. })
     ));
-    assert_eq!(store.latest_sequence().await.expect("latest"), latest);
+    assert_eq!(latest_published(store).await, latest);
     // The key is still free.
     let retried = store
         .create(orphan, b"r", Some(other.id), Actor::system())
@@ -1105,7 +1118,7 @@ async fn links_and_unlinks_change_both_tickets<S: TicketStore>(store: &S) {
     assert_eq!(store.link_between(a.id, b.id).await.expect("link"), None);
     assert_eq!(store.link_between(b.id, a.id).await.expect("link"), None);
     // Unlinking what is not linked is refused by the store too, and changes nothing.
-    let latest = store.latest_sequence().await.expect("latest");
+    let latest = latest_published(store).await;
     let err = store
         .mutate_pair(a.id, b.id, OffsetDateTime::now_utc(), |x, y, writes| {
             writes.unlinks.push((x.id, y.id));
@@ -1118,7 +1131,7 @@ async fn links_and_unlinks_change_both_tickets<S: TicketStore>(store: &S) {
         matches!(err, Error::NotFound { what: "link", .. }),
         "{err:?}"
     );
-    assert_eq!(store.latest_sequence().await.expect("latest"), latest);
+    assert_eq!(latest_published(store).await, latest);
     assert_eq!(store.get(a.id).await.expect("a").version, 3);
 
     // A pair change without events writes its links all the same (PairWrites are writes).
@@ -1136,7 +1149,7 @@ async fn links_and_unlinks_change_both_tickets<S: TicketStore>(store: &S) {
         store.link_between(b.id, a.id).await.expect("link"),
         Some(LinkKind::Related)
     );
-    assert_eq!(store.latest_sequence().await.expect("latest"), latest);
+    assert_eq!(latest_published(store).await, latest);
 }
 
 async fn comments_page_by_visibility_and_include_merged_tickets<S: TicketStore>(store: &S) {
@@ -1337,7 +1350,7 @@ async fn a_comment_key_replays_the_first_comment_and_refuses_another_request<S: 
 }
 
 async fn snapshots_are_pruned_oldest_first_and_history_stays<S: TicketStore>(store: &S) {
-    assert_eq!(store.latest_sequence().await.expect("latest"), 0);
+    assert_eq!(latest_published(store).await, 0);
     assert_eq!(
         store.oldest_retained_sequence().await.expect("oldest"),
         None
@@ -1347,17 +1360,19 @@ async fn snapshots_are_pruned_oldest_first_and_history_stays<S: TicketStore>(sto
     for (key, age) in [("old", 3), ("older", 4), ("new", 0)] {
         made.push(create(store, open_at(key, now - time::Duration::days(age))).await);
     }
+    store.publish().await.expect("publish");
     let log = store.events_after(0, 10).await.expect("log");
     let sequences: Vec<i64> = log.iter().map(|(e, _)| e.sequence).collect();
     assert_eq!(
         store.oldest_retained_sequence().await.expect("oldest"),
         Some(sequences[0])
     );
-    assert_eq!(store.latest_sequence().await.expect("latest"), sequences[2]);
+    assert_eq!(latest_published(store).await, sequences[2]);
 
     // Oldest event first: "older" (four days), though it came second.
     let cutoff = now - time::Duration::days(1);
     assert_eq!(store.prune_snapshots(cutoff, 1).await.expect("prune"), 1);
+    store.publish().await.expect("publish");
     let log = store.events_after(0, 10).await.expect("log");
     let kept: Vec<bool> = log.iter().map(|(_, s)| s.is_some()).collect();
     assert_eq!(kept, [true, false, true]);
@@ -1371,6 +1386,7 @@ async fn snapshots_are_pruned_oldest_first_and_history_stays<S: TicketStore>(sto
         store.oldest_retained_sequence().await.expect("oldest"),
         Some(sequences[2])
     );
+    store.publish().await.expect("publish");
     let log = store.events_after(0, 10).await.expect("log");
     assert_eq!(log.len(), 3, "the events stay");
     assert_eq!(log[2].1, Some(1i64.to_be_bytes().to_vec()));
@@ -1382,7 +1398,7 @@ async fn snapshots_are_pruned_oldest_first_and_history_stays<S: TicketStore>(sto
             .len(),
         1
     );
-    assert_eq!(store.latest_sequence().await.expect("latest"), sequences[2]);
+    assert_eq!(latest_published(store).await, sequences[2]);
 }
 
 async fn pending_customers_are_listed_oldest_first_until_resolved<S: TicketStore>(store: &S) {
@@ -1602,7 +1618,8 @@ async fn a_relay_claim_has_one_holder_who_may_change_tickets_meanwhile<S: Ticket
     .await
     .expect("a claim does not block writers");
     assert_eq!(changed.state, TicketState::Queued);
-    let latest = store.latest_sequence().await.expect("latest");
+    store.publish().await.expect("publish");
+    let latest = latest_published(store).await;
 
     // Dropped without a commit: released, the cursor unchanged.
     drop(claim);
@@ -1801,10 +1818,13 @@ async fn while_the_router_is_down_the_relay_keeps_its_place_and_tickets_stay_new
 
 // ---- one store's machinery --------------------------------------------------------------------
 
-/// PostgreSQL's event-append lock: a test of the lock itself, which SQLite does not need (its
-/// single writer commits in sequence order; `a_reader_paging_during_concurrent_writes_…`
-/// holds both stores to the outcome).
+/// PostgreSQL's publishing of positions after commit: writers take no global lock, so a
+/// transaction can commit after one that drew a higher sequence. SQLite does not need this (its
+/// single writer commits in sequence order; `a_reader_paging_during_concurrent_writes_…` holds
+/// both stores to the outcome).
 mod pg_only {
+    use std::time::Duration;
+
     use sqlx::PgPool;
     use tierline_ticket::domain::ticket::Actor;
     use tierline_ticket::store::{PgStore, TicketStore};
@@ -1812,12 +1832,18 @@ mod pg_only {
     use super::{open, snapshotter};
 
     #[sqlx::test(migrator = "tierline_ticket::store::MIGRATOR")]
-    async fn a_reader_never_skips_an_event_committed_late(pool: PgPool) {
+    async fn an_event_committed_late_is_published_after_what_readers_have_seen(pool: PgPool) {
         let store = PgStore::new(pool.clone(), snapshotter());
-        store
+        let early = store
             .create(open("early"), b"r", None, Actor::system())
             .await
-            .expect("create");
+            .expect("create")
+            .ticket;
+        assert!(
+            store.events_after(0, 100).await.expect("read").is_empty(),
+            "nothing is readable before it is published"
+        );
+        assert_eq!(store.publish().await.expect("publish"), 1);
         let first = store.events_after(0, 100).await.expect("read");
         assert_eq!(first.len(), 1);
         let cursor = first[0].0.sequence;
@@ -1827,41 +1853,56 @@ mod pg_only {
             "snapshot kept"
         );
 
-        // A writer that has drawn its event's sequence but not committed holds the append
-        // lock...
+        // A writer that has drawn its event's sequence but not committed...
         let mut slow = pool.begin().await.expect("begin");
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(tierline_ticket::store::EVENT_APPEND_LOCK)
-            .execute(&mut *slow)
-            .await
-            .expect("lock");
-        // ...so a later ticket cannot draw a higher sequence and commit before it.
-        let later = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .create(open("late"), b"r", None, Actor::system())
-                    .await
-            })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!later.is_finished(), "the later append waits");
-        assert!(
-            store
-                .events_after(cursor, 100)
-                .await
-                .expect("read")
-                .is_empty()
-        );
-        slow.commit().await.expect("commit");
-        later.await.expect("task").expect("create");
+        let slow_sequence: i64 = sqlx::query_scalar(
+            "INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, \
+               from_state, to_state, event_at, snapshot) \
+             VALUES (gen_random_uuid(), $1, 2, 'updated', 'system', 'new', 'new', now(), '\\x00') \
+             RETURNING sequence",
+        )
+        .bind(early.id.0)
+        .fetch_one(&mut *slow)
+        .await
+        .expect("append");
+        // ...does not hold up a later writer, whose event has a higher sequence...
+        let late = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.create(open("late"), b"r", None, Actor::system()),
+        )
+        .await
+        .expect("a later writer does not wait for an uncommitted one")
+        .expect("create")
+        .ticket;
+        assert_eq!(store.publish().await.expect("publish"), 1);
         let next = store.events_after(cursor, 100).await.expect("read");
         assert_eq!(next.len(), 1);
-        assert!(next[0].0.sequence > cursor);
+        assert_eq!(next[0].0.ticket_id, late.id);
+        let late_position = next[0].0.sequence;
         assert_eq!(
             store.latest_sequence().await.expect("latest"),
-            next[0].0.sequence
+            late_position
         );
+
+        // ...and once the slow one commits, its event comes after what readers have seen,
+        // though it drew the lower sequence.
+        slow.commit().await.expect("commit");
+        assert_eq!(store.publish().await.expect("publish"), 1);
+        let last = store.events_after(late_position, 100).await.expect("read");
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].0.ticket_id, early.id);
+        assert!(last[0].0.sequence > late_position);
+        let late_sequence: i64 =
+            sqlx::query_scalar("SELECT sequence FROM ticket_events WHERE ticket_id = $1")
+                .bind(late.id.0)
+                .fetch_one(&pool)
+                .await
+                .expect("sequence");
+        assert!(
+            slow_sequence < late_sequence,
+            "drawn before, committed after"
+        );
+        assert_eq!(store.publish().await.expect("publish"), 0, "all published");
     }
 }
 

@@ -1,10 +1,10 @@
 //! Wakes readers of the event log when new events may have been committed.
 //!
-//! Writers `NOTIFY` in the transaction that appends events (delivered on commit). One listener
-//! connection per process turns notifications into a counter that any number of readers
-//! (WatchTicketEvents streams, relays) wait on, so an idle stream costs no queries. Readers still
-//! poll now and then: an event can be held back behind an unrelated transaction that was running
-//! when it committed (see `events::read_after`), and such a transaction sends no notification.
+//! The sequencer `NOTIFY`s in each pass that publishes events (delivered on commit), and bumps
+//! its own process's feed. One listener connection per process turns every replica's
+//! notifications into a counter that any number of readers (WatchTicketEvents streams, relays)
+//! wait on, so an idle stream costs no queries. Readers still poll now and then, in case a
+//! notification was lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +12,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-/// The notification channel writers signal on.
+/// The notification channel the sequencer signals on.
 pub const CHANNEL: &str = "tierline_ticket_events";
 
 /// A counter bumped whenever new events may be readable.
@@ -40,23 +39,20 @@ impl EventFeed {
         self.tx.subscribe()
     }
 
-    /// Listens for notifications until the task is aborted, reconnecting after failures. Every
+    /// Listens for notifications until dropped, reconnecting after failures. Every
     /// (re)connection bumps the feed, since notifications sent meanwhile were lost.
-    pub fn listen(self: &Arc<Self>, pool: PgPool) -> JoinHandle<()> {
-        let feed = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match listen_once(&feed, &pool).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
-                    Err(error) => {
-                        tracing::warn!(%error, "event notifications lost; reconnecting");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+    pub async fn listen_forever(self: Arc<Self>, pool: PgPool) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match listen_once(&self, &pool).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::warn!(%error, "event notifications lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
-        })
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::domain::ticket::{
 use crate::error::Result;
 use feed::EventFeed;
 
-pub use pg::{EVENT_APPEND_LOCK, MIGRATOR, PgStore};
+pub use pg::{MIGRATOR, PUBLISH_LOCK, PgStore};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 
 /// Encodes a ticket as the snapshot stored with each event (the wire form, so streams send it
@@ -245,8 +245,18 @@ pub trait TicketStore: Clone + Send + Sync + 'static {
         outcomes: &[SlaOutcome],
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Events after `after`, oldest first, with their snapshots while retained. Every read sees
-    /// a gap-free prefix of the log, so a reader that pages by sequence misses none.
+    /// Makes the events committed so far readable by the log's readers ([`Self::events_after`],
+    /// [`Self::tickets_touched_after`], [`Self::latest_sequence`]) and returns how many it made
+    /// readable. PostgreSQL writers commit concurrently, so their events are given log
+    /// positions after commit, one pass at a time; its store's sequencer task does this after
+    /// every commit, and a relay does it before reading so it sees its own process's writes at
+    /// once. SQLite commits one writer at a time in sequence order: nothing to do.
+    fn publish(&self) -> impl Future<Output = Result<u64>> + Send {
+        async { Ok(0) }
+    }
+
+    /// Published events after `after`, oldest first, with their snapshots while retained. Every
+    /// read sees a gap-free prefix of the log, so a reader that pages by sequence misses none.
     fn events_after(
         &self,
         after: i64,

@@ -8,9 +8,9 @@
 //!   need no locks of their own and cannot race. Writers of this process first queue on an
 //!   async mutex, so they wait their turn in order rather than in SQLite's sleeping busy
 //!   handler. This machinery, and [`Stamp`], are [`tierline_runtime::sqlite`].
-//! - **The event append lock.** One writer means transactions commit in the order they drew
-//!   their sequences, so every read sees a gap-free prefix of the log: what PostgreSQL needs
-//!   [`super::EVENT_APPEND_LOCK`] for comes free.
+//! - **Log positions.** One writer means transactions commit in the order they drew their
+//!   sequences, so every read sees a gap-free prefix of the log, and the sequence is the
+//!   position: what PostgreSQL's publishing pass ([`super::PUBLISH_LOCK`]) is for comes free.
 //! - **LISTEN/NOTIFY.** SQLite has none. Every writer is in this process, so the store bumps its
 //!   [`EventFeed`] itself after each commit that appended events.
 //! - **The relay's row lock.** PostgreSQL holds a relay's cursor row `FOR UPDATE` in an open
@@ -291,7 +291,7 @@ async fn save(conn: &mut SqliteConnection, t: &Ticket, now: OffsetDateTime) -> R
 
 /// Appends events for `ticket` (already at its new version), in order. The write lock is held,
 /// so their sequences follow every committed one and precede every later one: readers paging
-/// by sequence see a gap-free prefix (PostgreSQL needs `EVENT_APPEND_LOCK` for this).
+/// by sequence see a gap-free prefix (PostgreSQL publishes positions after commit for this).
 async fn append_events(
     conn: &mut SqliteConnection,
     ticket: &Ticket,
