@@ -3,7 +3,11 @@
 //! slow is [`SyncError::Unavailable`] and the relay tries again later, so nothing the ticket
 //! service does waits on the router for longer than the deadline.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use uuid::Uuid;
 
 use tierline_proto::routing as pb;
 use tierline_proto::routing::routing_service_client::RoutingServiceClient;
@@ -56,7 +60,22 @@ impl SyncError {
 pub struct Router {
     client: RoutingServiceClient<InterceptedService<Channel, TraceContextInterceptor>>,
     timeout: Duration,
+    queued_at_intake: Arc<QueuedAtIntake>,
 }
+
+/// Tickets this process queued (NEW to QUEUED) right after handing them to the router at intake,
+/// with the version that move made. The router already has that version in substance: NEW and
+/// QUEUED route alike, and queueing a NEW ticket keeps its enqueue and pickup due times. So the
+/// routing relay, which sees the move as an event, skips exactly that version instead of sending
+/// it again; any later change has a higher version and is sent as usual. Per process and bounded:
+/// an entry another replica's relay got to first is only a missed saving.
+#[derive(Debug, Default)]
+struct QueuedAtIntake {
+    versions: Mutex<HashMap<Uuid, i64>>,
+}
+
+/// Entries kept at most; past it the memo starts again (the relay then sends a few extra calls).
+const QUEUED_AT_INTAKE_MAX: usize = 10_000;
 
 impl Router {
     /// A client of `config.endpoint`, or `None` when the endpoint is empty (hand-over disabled).
@@ -74,7 +93,35 @@ impl Router {
         Ok(Some(Router {
             client: RoutingServiceClient::with_interceptor(channel, TraceContextInterceptor),
             timeout: config.timeout,
+            queued_at_intake: Arc::default(),
         }))
+    }
+
+    /// Notes that intake handed ticket `id` over and then queued it, making `version`.
+    pub fn note_queued_at_intake(&self, id: Uuid, version: i64) {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still a
+        // valid cache.
+        let mut versions = self
+            .queued_at_intake
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if versions.len() >= QUEUED_AT_INTAKE_MAX {
+            versions.clear();
+        }
+        versions.insert(id, version);
+    }
+
+    /// Whether ticket `id` at `version` is one intake queued after handing it over (so the
+    /// router has it already). Forgets the ticket either way: only the relay's first look at it
+    /// can match.
+    pub fn has_from_intake(&self, id: Uuid, version: i64) -> bool {
+        let mut versions = self
+            .queued_at_intake
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        versions.remove(&id) == Some(version)
     }
 
     /// Tells the router `ticket`'s current routing state. Idempotent and versioned on the
@@ -129,6 +176,47 @@ mod tests {
             assert!(matches!(e, SyncError::Failed(_)), "{code:?}");
             assert!(e.is_retryable());
         }
+    }
+
+    fn router() -> Router {
+        let config = RoutingServiceConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        Router::new(&config).expect("valid").expect("enabled")
+    }
+
+    // A lazy channel needs a runtime to exist, not to connect.
+    #[tokio::test]
+    async fn the_relay_skips_only_the_version_intake_queued_and_only_once() {
+        let router = router();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        router.note_queued_at_intake(a, 2);
+        router.note_queued_at_intake(b, 2);
+        // A clone shares the memo: the API and the relay hold clones of one client.
+        let relay = router.clone();
+        assert!(relay.has_from_intake(a, 2));
+        assert!(
+            !relay.has_from_intake(a, 2),
+            "forgotten after the first look"
+        );
+        assert!(!relay.has_from_intake(b, 3), "changed since: sent as usual");
+        assert!(
+            !relay.has_from_intake(b, 2),
+            "forgotten by the look at version 3"
+        );
+        assert!(!relay.has_from_intake(Uuid::now_v7(), 1), "never noted");
+    }
+
+    #[tokio::test]
+    async fn the_memo_is_bounded() {
+        let router = router();
+        let first = Uuid::now_v7();
+        router.note_queued_at_intake(first, 2);
+        for _ in 0..QUEUED_AT_INTAKE_MAX {
+            router.note_queued_at_intake(Uuid::now_v7(), 2);
+        }
+        assert!(!router.has_from_intake(first, 2), "started again when full");
     }
 
     #[test]

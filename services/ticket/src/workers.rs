@@ -190,9 +190,6 @@ const TIMELINE: &str = "customer_timeline";
 
 /// Writes tickets' intake and follow-ups to the customers' timelines, from the event log.
 pub async fn relay_timeline<S: TicketStore>(tickets: &Tickets<S>) -> Result<usize> {
-    // What this process committed is readable before the pass, whether or not the sequencer
-    // has run yet.
-    tickets.store().publish().await?;
     // One replica at a time delivers; the others skip this pass.
     let Some(claim) = tickets.store().claim_relay(TIMELINE).await? else {
         return Ok(0);
@@ -423,9 +420,6 @@ pub async fn relay_routing<S: TicketStore>(
     router: &Router,
 ) -> Result<RoutingPass> {
     let store = tickets.store();
-    // What this process committed is readable before the pass, whether or not the sequencer
-    // has run yet.
-    store.publish().await?;
     // One replica at a time delivers; the others skip this pass.
     let Some(claim) = store.claim_relay(ROUTING_RELAY).await? else {
         return Ok(RoutingPass::default());
@@ -479,6 +473,9 @@ async fn hand_over<S: TicketStore>(
 ) -> Handover {
     if stop.load(Ordering::Relaxed) {
         return Handover::NotSent;
+    }
+    if router.has_from_intake(t.id.0, t.version) {
+        return Handover::Delivered;
     }
     // The wire ticket, then the one mapping the router also uses on its own.
     let sent = routing_ticket(&ticket_to_wire(t, &[], tickets.rules(), now));

@@ -1198,9 +1198,15 @@ async fn lookup_with(
     let rows: Vec<CustomerRow> = sqlx::query_as(concat!(
         "SELECT ",
         customer_columns!(),
-        " FROM customer_identities h JOIN customers c ON c.id = h.customer_id \
+        // The identity drives and each holder is read by its key: a value has a handful of
+        // holders at most. Left to itself, the planner's generic plan merge-joined them with
+        // every live customer (about 300 index entries read per call with 500 customers in the
+        // benchmark).
+        " FROM customer_identities h CROSS JOIN LATERAL ( \
+            SELECT * FROM customers c \
+            WHERE c.id = h.customer_id AND c.deleted_at IS NULL AND c.merged_into IS NULL \
+            LIMIT 1) c \
           WHERE h.kind = $1 AND h.value = $2 AND NOT h.released \
-            AND c.deleted_at IS NULL AND c.merged_into IS NULL \
           ORDER BY c.updated_at DESC, c.id LIMIT 50"
     ))
     .bind(value.kind().as_str())

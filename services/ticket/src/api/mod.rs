@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use tokio_stream::Stream;
 use uuid::Uuid;
 
+use crate::domain::state::TicketState;
 use crate::domain::ticket::{Actor, ActorKind, Comment, FollowUpInput, Ticket, TicketId};
 use crate::error::Error;
 use crate::routing::{Router, SyncError};
@@ -168,7 +169,15 @@ impl<S: TicketStore> TicketService for TicketApi<S> {
             // The router has it: record that now (NEW -> QUEUED), so the reply's state says
             // what the caller's position does. Should this fail, the relay queues it later.
             Some((position, wait)) if ticket.state == pb::TicketState::New as i32 => {
-                match self.tickets.enqueue(created.ticket.id).await {
+                let enqueued = self.tickets.enqueue(created.ticket.id).await;
+                if let (Ok(queued), Some(router)) = (&enqueued, &self.router)
+                    && queued.state == TicketState::Queued
+                    && queued.version == created.ticket.version + 1
+                {
+                    // Nothing changed it between the hand-over and the move.
+                    router.note_queued_at_intake(queued.id.0, queued.version);
+                }
+                match enqueued {
                     Ok(queued) if follow_up => (position, wait, self.wire(&queued).await?),
                     Ok(queued) => (
                         position,

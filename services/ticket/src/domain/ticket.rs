@@ -696,16 +696,15 @@ pub fn apply_move(
     if change.prefer_previous_agent {
         ticket.routing.preferred_agent_id = previous_agent;
     }
-    if change.enters_queue {
+    // A NEW ticket keeps the enqueue and pickup due times it was opened with: the caller has
+    // waited since the complaint was taken, and the router ranked it by them at intake, so the
+    // QUEUED ticket is the one the router already has. A later queueing starts a fresh wait,
+    // with a fresh pickup target from the policy.
+    if change.enters_queue && ticket.state != TicketState::New {
         ticket.routing.enqueue_at = now;
-        ticket.routing.pickup_due_at = if ticket.state == TicketState::New {
-            ticket.sla.first_response_due
-        } else {
-            // A later queueing gets a fresh pickup target from the policy.
-            let policy = policy_of(ticket, rules)?;
-            let calendar = rules.policies.calendar(&policy.calendar)?;
-            calendar.add(now, policy.first_response_target)?
-        };
+        let policy = policy_of(ticket, rules)?;
+        let calendar = rules.policies.calendar(&policy.calendar)?;
+        ticket.routing.pickup_due_at = calendar.add(now, policy.first_response_target)?;
     }
     if let Some(summary) = ctx.resolution_summary.filter(|s| !s.is_empty()) {
         ticket.details.resolution_summary = summary;

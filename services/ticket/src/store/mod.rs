@@ -249,8 +249,8 @@ pub trait TicketStore: Clone + Send + Sync + 'static {
     /// [`Self::tickets_touched_after`], [`Self::latest_sequence`]) and returns how many it made
     /// readable. PostgreSQL writers commit concurrently, so their events are given log
     /// positions after commit, one pass at a time; its store's sequencer task does this after
-    /// every commit, and a relay does it before reading so it sees its own process's writes at
-    /// once. SQLite commits one writer at a time in sequence order: nothing to do.
+    /// every commit (see `PgStore::spawn_log_tasks`) and wakes the readers. SQLite commits one
+    /// writer at a time in sequence order: nothing to do.
     fn publish(&self) -> impl Future<Output = Result<u64>> + Send {
         async { Ok(0) }
     }
