@@ -308,6 +308,11 @@ pub const ROUTING_RELAY: &str = "routing";
 /// each call that succeeds for a NEW ticket also takes a pool connection to queue it.
 const SYNC_CONCURRENCY: usize = 8;
 
+/// How long the routing relay waits after a wake-up before its pass, to take what is published
+/// meanwhile in the same pass. New tickets do not wait for it (intake hands them over itself);
+/// later changes reach the router this much later.
+const RELAY_GATHER: Duration = Duration::from_millis(10);
+
 /// Starts the routing relay; abort the handle to stop it. It runs a pass whenever `wake` says
 /// new events may be readable (so a ticket reaches the router milliseconds after its change), and
 /// on a tick every `every` (at most 1 s) for events that become readable without a notification.
@@ -333,7 +338,13 @@ pub fn spawn_routing_relay<S: TicketStore>(
             } else {
                 tokio::select! {
                     _ = ticker.tick() => {}
-                    changed = wake.changed() => feed_open = changed.is_ok(),
+                    changed = wake.changed() => {
+                        feed_open = changed.is_ok();
+                        // Under load events are published every millisecond or two; gathering
+                        // them for a moment makes one pass (a claim, a read and a cursor
+                        // update) carry many tickets instead of one each.
+                        tokio::time::sleep(RELAY_GATHER).await;
+                    }
                 }
             }
             loop {
