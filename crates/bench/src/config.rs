@@ -15,7 +15,7 @@ use clap::Parser;
 /// drain. A progress line is printed every second; a summary table at the end, and the same
 /// report as JSON with --out.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tierline-bench", version)]
+#[command(name = "tierline-bench", version, args_override_self = true)]
 pub struct Args {
     /// Address of the customer-profile service (host:port or http://host:port).
     #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR")]
@@ -39,8 +39,9 @@ pub struct Args {
     #[arg(long, value_name = "PER_SECOND", value_parser = positive_f64)]
     pub rate: Option<f64>,
     /// Simulated agent desktops: each holds an OpenSession stream open and takes one voice call
-    /// at a time.
-    #[arg(long, default_value_t = 50, value_parser = positive_usize)]
+    /// at a time. 0 measures intake alone: tickets wait in the queue, and no agent's work
+    /// competes with the callers for the machine.
+    #[arg(long, default_value_t = 50)]
     pub agents: usize,
     /// Customers created at setup, spread over the tiers by --tier-mix; returning callers call
     /// from their numbers.
