@@ -74,6 +74,16 @@ struct QueuedAtIntake {
     versions: Mutex<HashMap<Uuid, i64>>,
 }
 
+impl QueuedAtIntake {
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, i64>> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still a
+        // valid cache.
+        self.versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Entries kept at most; past it the memo starts again (the relay then sends a few extra calls).
 const QUEUED_AT_INTAKE_MAX: usize = 10_000;
 
@@ -99,13 +109,7 @@ impl Router {
 
     /// Notes that intake handed ticket `id` over and then queued it, making `version`.
     pub fn note_queued_at_intake(&self, id: Uuid, version: i64) {
-        // A poisoned lock only means another thread panicked mid-insert; the map is still a
-        // valid cache.
-        let mut versions = self
-            .queued_at_intake
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut versions = self.queued_at_intake.versions();
         if versions.len() >= QUEUED_AT_INTAKE_MAX {
             versions.clear();
         }
@@ -116,11 +120,7 @@ impl Router {
     /// router has it already). Forgets the ticket either way: only the relay's first look at it
     /// can match.
     pub fn has_from_intake(&self, id: Uuid, version: i64) -> bool {
-        let mut versions = self
-            .queued_at_intake
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut versions = self.queued_at_intake.versions();
         versions.remove(&id) == Some(version)
     }
 
