@@ -11,13 +11,13 @@
 //!
 //! Every router process runs the same loop against the same Redis; there is no leader.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use time::OffsetDateTime;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::agents::{AgentRecord, AgentStore};
 use crate::config::RouterSettings;
@@ -74,13 +74,43 @@ impl Clock for ManualClock {
     }
 }
 
-/// A change notice from the live state's pub/sub channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    /// Something changed for an agent (offer, assignment, presence, session).
-    Agent(String),
-    /// A department's queue or ready agents changed.
-    Department(String),
+/// The desktop sessions of this process, by agent: each agent's own channel of change
+/// notices, so a notice wakes only that agent's sessions. (One broadcast to every session cost
+/// O(sessions) task wake-ups per notice, and every offer makes two notices: with thousands of
+/// desktops that was most of the router's CPU.) The value counts notices; only changes matter.
+type Watchers = Mutex<HashMap<String, watch::Sender<u64>>>;
+
+/// The change notices of one agent (offer, assignment, presence, session), for a desktop
+/// session of this process. Dropping it unregisters the session.
+#[derive(Debug)]
+pub struct AgentNotices {
+    agent: String,
+    rx: watch::Receiver<u64>,
+    watchers: Arc<Watchers>,
+}
+
+impl AgentNotices {
+    /// Waits until a notice for the agent arrives after the last wait (or since subscribing).
+    pub async fn changed(&mut self) {
+        // The sender lives in the map while this receiver does, so this cannot fail; if it
+        // ever did, waiting forever is right: the session still refreshes every heartbeat.
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for AgentNotices {
+    fn drop(&mut self) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        // The last session of the agent in this process: forget the agent.
+        if watchers
+            .get(&self.agent)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            watchers.remove(&self.agent);
+        }
+    }
 }
 
 /// The outcome of an accept.
@@ -107,7 +137,7 @@ struct Inner {
     config: RoutingConfig,
     settings: RouterSettings,
     clock: Arc<dyn Clock>,
-    notices: broadcast::Sender<Notice>,
+    watchers: Arc<Watchers>,
     /// Set once the live state is known to be complete.
     built: watch::Sender<bool>,
     /// Set when the server begins to shut down: streams end, the background loop stops.
@@ -133,7 +163,6 @@ impl Router {
         settings: RouterSettings,
         clock: Arc<dyn Clock>,
     ) -> Router {
-        let (notices, _) = broadcast::channel(4096);
         let (built, _) = watch::channel(false);
         let (stopping, _) = watch::channel(false);
         Router {
@@ -144,7 +173,7 @@ impl Router {
                 config,
                 settings,
                 clock,
-                notices,
+                watchers: Arc::default(),
                 built,
                 stopping,
             }),
@@ -187,9 +216,22 @@ impl Router {
         self.inner.stopping.subscribe()
     }
 
-    /// Change notices (for desktop sessions of this process).
-    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
-        self.inner.notices.subscribe()
+    /// The change notices of `agent`, for a desktop session of this process.
+    pub fn notices_of(&self, agent: &str) -> AgentNotices {
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let rx = watchers
+            .entry(agent.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        AgentNotices {
+            agent: agent.to_owned(),
+            rx,
+            watchers: Arc::clone(&self.inner.watchers),
+        }
     }
 
     /// Fails with UNAVAILABLE while the live state is being rebuilt after a loss.
@@ -605,32 +647,53 @@ impl Router {
         result
     }
 
+    /// Pages the ticket service's open tickets into the live state: each page is one batch
+    /// ([`LiveState::sync_many`]), and the next page is fetched while the batch runs, so the
+    /// rebuild costs about one ListTickets and one Redis pipeline per 500 tickets, overlapped.
     async fn rebuild_locked(&self) -> Result<()> {
-        let mut token = String::new();
-        let mut synced = 0usize;
-        loop {
-            let (tickets, next) = self
-                .inner
-                .tickets
-                .open_tickets(token)
-                .await
-                .map_err(Error::DependencyUnavailable)?;
-            for ticket in &tickets {
-                let routing = tierline_proto::routing_ticket::routing_ticket(ticket);
-                match crate::api::convert::parse_routing_ticket(&routing) {
-                    Ok(sync) => {
-                        self.inner.live.sync(&sync, self.now()).await?;
-                        synced += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(ticket = %ticket.id, error = %e, "ticket skipped in rebuild")
+        // A page, read and parsed: the parsing of the next page overlaps the Redis pipeline of
+        // this one too.
+        let fetch = |token: String| {
+            let tickets = self.inner.tickets.clone();
+            async move {
+                let (tickets, next) = tickets
+                    .open_tickets(token)
+                    .await
+                    .map_err(Error::DependencyUnavailable)?;
+                let mut syncs = Vec::with_capacity(tickets.len());
+                for ticket in &tickets {
+                    let routing = tierline_proto::routing_ticket::routing_ticket(ticket);
+                    match crate::api::convert::parse_routing_ticket(&routing) {
+                        Ok(sync) => syncs.push(sync),
+                        Err(e) => {
+                            tracing::warn!(ticket = %ticket.id, error = %e, "ticket skipped in rebuild")
+                        }
                     }
                 }
+                Ok::<_, Error>((syncs, next))
             }
-            if next.is_empty() {
-                break;
+        };
+        let mut page = fetch(String::new()).await?;
+        let mut synced = 0usize;
+        loop {
+            let (syncs, next) = page;
+            let prefetch = async {
+                if next.is_empty() {
+                    None
+                } else {
+                    Some(fetch(next.clone()).await)
+                }
+            };
+            let (results, following) =
+                futures::join!(self.inner.live.sync_many(&syncs, self.now()), prefetch);
+            for result in results? {
+                result?;
+                synced += 1;
             }
-            token = next;
+            match following {
+                Some(following) => page = following?,
+                None => break,
+            }
         }
         self.inner.live.mark_built(self.now()).await?;
         self.inner.built.send_replace(true);
@@ -684,7 +747,14 @@ impl Router {
         if let Some(department) = payload.strip_prefix("d:") {
             dirty.insert(department.to_owned());
         } else if let Some(agent) = payload.strip_prefix("a:") {
-            let _ = self.inner.notices.send(Notice::Agent(agent.to_owned()));
+            let watchers = self
+                .inner
+                .watchers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = watchers.get(agent) {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
     }
 }

@@ -636,3 +636,48 @@ async fn watching_streams_a_snapshot_at_once_then_every_interval(pool: PgPool) {
         "the stream ends after the error"
     );
 }
+
+/// A new ticket's position counts the whole queue, not only the head a dispatch round reads
+/// (64 tickets).
+#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
+async fn a_position_counts_the_whole_of_a_deep_queue(pool: PgPool) {
+    let fx = Fixture::new(pool).await;
+    let router = &fx.router;
+    // 150 tickets that arrived before now; each is due before a new one of its tier.
+    let mut last = None;
+    for i in 0..150 {
+        let t = waiting(Tier::B, 1 + i % 50, &[]);
+        fx.sync(&t).await;
+        last = Some(t);
+    }
+    let req = pb::EstimateWaitRequest {
+        department: "support".into(),
+        tier: pbc::Tier::B as i32,
+        channel: pbc::Channel::Chat as i32,
+        required_skills: vec![],
+    };
+    let estimate = insight::estimate_wait(router, &req)
+        .await
+        .expect("estimate");
+    assert_eq!((estimate.position, estimate.available_agents), (151, 0));
+    // A tier A caller is due in 15 min; B tickets are due 60 min after they arrived, 10 to
+    // 59 min from now.
+    let a = insight::estimate_wait(
+        router,
+        &pb::EstimateWaitRequest {
+            tier: pbc::Tier::A as i32,
+            ..req.clone()
+        },
+    )
+    .await
+    .expect("estimate");
+    // Those that arrived 45-50 min ago (3 each) are due within 15 min: ahead of it (at the
+    // same due time, the earlier arrival goes first).
+    assert_eq!(a.position, 1 + 6 * 3);
+    // SyncTicket's estimate in a deep queue: no pickups yet and nobody free, so none.
+    let own = insight::estimate_for(router, &last.expect("a ticket"))
+        .await
+        .expect("estimate");
+    assert_eq!(own, None, "no pickups and nobody free: no estimate");
+    fx.cleanup().await;
+}

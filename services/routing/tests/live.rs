@@ -72,6 +72,15 @@ impl Fixture {
         &*self.live
     }
 
+    /// Another empty live state of the same implementation, to compare two histories.
+    async fn sibling(&self) -> Fixture {
+        if self.redis_keys.is_some() {
+            Fixture::redis().await
+        } else {
+            Fixture::memory()
+        }
+    }
+
     /// Deletes the Redis prefix's keys; nothing to do in memory.
     async fn cleanup(mut self) {
         let Some(keys) = self.redis_keys.take() else {
@@ -146,6 +155,8 @@ conformance! {
     the_queue_is_in_rank_order_whatever_the_arrival_order,
     a_done_tombstone_blocks_a_late_older_waiting,
     moving_a_ticket_to_another_department_moves_it_between_queues,
+    a_batch_of_syncs_leaves_the_state_the_same_syncs_one_by_one_leave,
+    peek_reads_nothing_while_no_agent_is_ready,
     reserve_allows_one_pending_offer_per_ticket_and_per_agent,
     reserve_refuses_an_agent_whose_session_is_disconnected,
     reserve_refuses_an_agent_at_capacity_and_respects_voice,
@@ -486,13 +497,18 @@ async fn offer_of(live: &dyn LiveState, rid: &str) -> LiveOffer {
 }
 
 /// The agents a dispatch round of `department` would read (ready ones, plus team members of
-/// `teams`, plus agents the waiting tickets name). Needs a waiting ticket in the department.
+/// `teams`, plus agents the waiting tickets name); none while nobody is ready anywhere, when
+/// `peek` reads nothing. Needs a waiting ticket in the department.
 async fn peeked_agents(live: &dyn LiveState, department: &str, teams: &[&str]) -> BTreeSet<String> {
     let (tickets, agents) = live.peek(department, 10, 100, teams).await.expect("peek");
-    assert!(
-        !tickets.is_empty(),
-        "peek reads agents only with tickets waiting"
-    );
+    if tickets.is_empty() {
+        let (head, _) = live.queue_head(department, 1).await.expect("queue head");
+        assert!(
+            !head.is_empty(),
+            "peek reads agents only with tickets waiting"
+        );
+        assert!(agents.is_empty());
+    }
     agents.into_iter().map(|(id, _)| id).collect()
 }
 
@@ -635,6 +651,162 @@ async fn moving_a_ticket_to_another_department_moves_it_between_queues(fx: Fixtu
     assert_eq!(
         live.departments().await.expect("departments"),
         ["billing", "support"]
+    );
+    fx.cleanup().await;
+}
+
+/// A rebuild syncs a page of tickets at once (`sync_many`): each sync must answer and change
+/// the state exactly as the same syncs sent one by one, stale versions included.
+async fn a_batch_of_syncs_leaves_the_state_the_same_syncs_one_by_one_leave(fx: Fixture) {
+    let batched = fx.sibling().await;
+    for live in [fx.live(), batched.live()] {
+        sign_in(live, "ana", &record(&["support", "billing"], 3)).await;
+        for (id, dept, tier, arrival) in [
+            ("t1", "support", Tier::B, 0),
+            ("t2", "support", Tier::A, 5),
+            ("t3", "billing", Tier::C, 0),
+            ("t4", "support", Tier::B, 1),
+        ] {
+            sync(live, &waiting(id, dept, tier, 1, arrival), 0).await;
+        }
+        let gone = waiting("t5", "support", Tier::B, 3, 0);
+        sync(live, &moved(&gone, 3, RoutingState::Done, None), 0).await;
+        assert!(reserve1(live, offer("t1", 1, "ana", "r1"), 1).await);
+    }
+    let mut escalated = waiting("t4", "support", Tier::B, 2, 1);
+    escalated.data.escalation_level = 1;
+    let mut invalid = waiting("t6", "support", Tier::B, 1, 0);
+    invalid.version = 0;
+    let page = vec![
+        waiting("n1", "support", Tier::C, 1, 10),
+        waiting("n2", "billing", Tier::A, 1, 12),
+        // The version held already: ignored, with its position.
+        waiting("t2", "support", Tier::A, 1, 5),
+        escalated,
+        // Older than the one just before it in the same page.
+        waiting("t4", "support", Tier::B, 1, 1),
+        // Older than the tombstone.
+        waiting("t5", "support", Tier::B, 2, 0),
+        // Closes the offered ticket: the offer is withdrawn.
+        moved(
+            &waiting("t1", "support", Tier::B, 2, 0),
+            2,
+            RoutingState::Done,
+            None,
+        ),
+        invalid,
+        waiting("n3", "support", Tier::B, 1, -30),
+        // Moved away and back within the page: on Redis the second names the keys read before
+        // the page (billing), finds the ticket in support and is re-sent.
+        waiting("t3", "support", Tier::C, 2, 0),
+        waiting("t3", "billing", Tier::C, 3, 0),
+    ];
+    let mut one_by_one = Vec::new();
+    for s in &page {
+        one_by_one.push(fx.live().sync(s, at(2)).await);
+    }
+    let batch = batched
+        .live()
+        .sync_many(&page, at(2))
+        .await
+        .expect("sync_many");
+    assert_eq!(batch.len(), page.len());
+    for (i, (single, many)) in one_by_one.iter().zip(&batch).enumerate() {
+        match (single, many) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "sync {i} ({})", page[i].id),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("sync {i}: one by one {a:?}, in a batch {b:?}"),
+        }
+    }
+    let answer = |i: usize| match &batch[i] {
+        Ok(s) => (s.applied, s.version, s.position, s.withdrawn_offer.clone()),
+        Err(e) => panic!("sync {i}: {e}"),
+    };
+    assert_eq!(answer(2), (false, 1, Some(1), None), "t2 held");
+    assert_eq!(answer(3), (true, 2, Some(1), None), "t4 escalated");
+    assert_eq!(answer(4), (false, 2, Some(1), None), "t4 stale");
+    assert_eq!(answer(5), (false, 3, None, None), "t5 tombstone");
+    assert_eq!(answer(6), (true, 2, None, Some("r1".into())), "t1 closed");
+    assert!(batch[7].is_err(), "version 0 is refused");
+    assert!(answer(10).0, "t3 back in billing");
+
+    let ids: Vec<String> = ["t1", "t2", "t3", "t4", "t5", "t6", "n1", "n2", "n3"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let departments = vec!["billing".to_owned(), "support".to_owned()];
+    let mut states = Vec::new();
+    for live in [fx.live(), batched.live()] {
+        let tickets = live.tickets(&ids).await.expect("tickets");
+        let mut ranks = Vec::new();
+        for (_, t) in &tickets {
+            ranks.push(live.rank(t).await.expect("rank"));
+        }
+        states.push(format!(
+            "{tickets:?}\n{ranks:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            live.queue_head("support", 100).await.expect("head"),
+            live.queue_head("billing", 100).await.expect("head"),
+            live.waiting(&departments, at(2), 60_000)
+                .await
+                .expect("waiting"),
+            live.departments().await.expect("departments"),
+            live.agent("ana").await.expect("agent"),
+            live.offer("r1").await.expect("offer"),
+        ));
+    }
+    assert_eq!(states[0], states[1], "one by one (left), batched (right)");
+    assert_eq!(head(batched.live(), "billing").await, ["n2", "t3"]);
+    assert_eq!(
+        head(batched.live(), "support").await,
+        ["t4", "t2", "n3", "n1"]
+    );
+    fx.cleanup().await;
+    batched.cleanup().await;
+}
+
+/// A deep queue with every agent busy must not cost a read of its head on every change: with
+/// nobody ready anywhere no offer can be made, so `peek` reads nothing. The estimate's reads
+/// (ready agents, queued tickets up to a score) are O(log n) too.
+async fn peek_reads_nothing_while_no_agent_is_ready(fx: Fixture) {
+    let live = fx.live();
+    sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
+    sync(live, &waiting("t2", "support", Tier::A, 1, 10), 0).await;
+    let (tickets, agents) = live.peek("support", 10, 10, &[]).await.expect("peek");
+    assert!(tickets.is_empty() && agents.is_empty(), "nobody ready");
+    // Someone ready in another department: the head is read (a ticket may name them).
+    sign_in(live, "ana", &record(&["billing"], 1)).await;
+    let (tickets, agents) = live.peek("support", 10, 10, &[]).await.expect("peek");
+    assert_eq!(tickets.len(), 2);
+    assert!(agents.is_empty());
+    assert_eq!(
+        live.ready_agents("billing", 10).await.expect("ready"),
+        ["ana"]
+    );
+    assert!(
+        live.ready_agents("support", 10)
+            .await
+            .expect("ready")
+            .is_empty()
+    );
+    // t2 (A, due at +25 min) ranks before t1 (B, due at +60 min).
+    let score_of = |minutes: i64| {
+        let t = T0 + time::Duration::minutes(minutes);
+        tierline_routing::domain::queue::RankKey::new(0, t, t, "").score() as i64
+    };
+    for (minutes, ahead) in [(0, 0), (25, 1), (59, 1), (60, 2), (600, 2)] {
+        assert_eq!(
+            live.queued_before("support", score_of(minutes))
+                .await
+                .expect("count"),
+            ahead,
+            "due at +{minutes} min"
+        );
+    }
+    assert_eq!(
+        live.queued_before("billing", i64::MAX)
+            .await
+            .expect("count"),
+        0
     );
     fx.cleanup().await;
 }
@@ -2255,6 +2427,18 @@ async fn readable(live: &dyn LiveState, secs: i64, rids: &[String]) -> Vec<(Stri
         out.push((format!("queue {dept}"), format!("{head:?}")));
         let staff = live.staff(dept, 100).await.expect("staff");
         out.push((format!("staff {dept}"), format!("{staff:?}")));
+        let ready = live.ready_agents(dept, 100).await.expect("ready agents");
+        out.push((format!("ready {dept}"), format!("{ready:?}")));
+        let due_in_an_hour =
+            tierline_routing::domain::queue::RankKey::new(0, at(secs + 3600), at(secs), "").score()
+                as i64;
+        let before = live
+            .queued_before(dept, due_in_an_hour)
+            .await
+            .expect("queued before");
+        out.push((format!("queued before {dept}"), format!("{before}")));
+        let stats = live.department_stats(dept).await.expect("department stats");
+        out.push((format!("stats {dept}"), format!("{stats:?}")));
         let (tickets, mut agents) = live.peek(dept, 3, 10, &[TWIN_TEAM]).await.expect("peek");
         // The agents a ticket names come in Lua's `pairs` order from Redis: unspecified.
         agents.sort_by(|a, b| a.0.cmp(&b.0));

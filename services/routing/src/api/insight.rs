@@ -41,7 +41,7 @@ use crate::api::convert::{
 };
 use crate::domain::agent::{AgentState, IneligibilityReason, Presence};
 use crate::domain::explain;
-use crate::domain::queue::TicketRef;
+use crate::domain::queue::{RankKey, TicketRef};
 use crate::domain::select::Snapshot;
 use crate::domain::wait::{self, PickupHistory, WaitEstimate, WaitQuery};
 use crate::error::{Error, Result};
@@ -92,7 +92,7 @@ pub async fn estimate_for(
         channel: sync.channel,
         required_skills: sync.data.required_skills.clone(),
     };
-    let estimate = estimate(router, &query, Some(&sync.id)).await?;
+    let estimate = estimate(router, &query, Some(&sync.id), false).await?;
     Ok(estimate.wait.map(duration))
 }
 
@@ -103,7 +103,7 @@ pub async fn estimate_wait(
 ) -> Result<pb::EstimateWaitResponse> {
     let query = parse_wait_query(req)?;
     router.check_built()?;
-    let estimate = estimate(router, &query, None).await?;
+    let estimate = estimate(router, &query, None, true).await?;
     Ok(pb::EstimateWaitResponse {
         estimated_wait: estimate.wait.map(duration),
         position: count(estimate.position),
@@ -161,52 +161,104 @@ fn parse_wait_query(req: &pb::EstimateWaitRequest) -> Result<WaitQuery> {
 /// The domain's estimate over the department's queue head and staff. `own`: a ticket already
 /// in the live state that asks for itself; it is left out of the queue, and the agent holding
 /// its pending offer counts as free for it.
-async fn estimate(router: &Router, query: &WaitQuery, own: Option<&str>) -> Result<WaitEstimate> {
+/// Ready agents read first for a SyncTicket's estimate, which only needs to know whether one
+/// of them could take the ticket (the wait is then zero); all of them only if none could.
+const FIRST_READY: usize = 64;
+
+/// The wait estimate of a new ticket (`own`: the ticket just synced, left out of the queue
+/// ahead of it). With `count_all`, every ready agent is read to count those available
+/// (EstimateWait answers the count); without, reading stops at the first that could take it.
+async fn estimate(
+    router: &Router,
+    query: &WaitQuery,
+    own: Option<&str>,
+    count_all: bool,
+) -> Result<WaitEstimate> {
     let live = router.live();
     let now = router.now();
     let now_ms = time_to_ms(now);
-    let departments = [query.department.clone()];
+    // The new ticket's rank score: its position is one after every queued ticket scored at or
+    // before it (ties in score go by enqueue time, and every queued ticket was enqueued by
+    // now), counted over the whole queue, not only its head.
+    let due = router
+        .config()
+        .targets
+        .pickup_due(query.tier, now)
+        .unwrap_or(now);
+    let score = RankKey::new(0, due, now, "").score() as i64;
     let own_entry = async {
         match own {
             Some(id) => live.ticket(id).await,
             None => Ok(None),
         }
     };
-    let ((head, _), staff, waiting, own_entry) = futures::try_join!(
-        live.queue_head(&query.department, router.settings().dispatch_tickets),
-        live.staff(&query.department, STAFF_LIMIT),
-        live.waiting(&departments, now, 0),
+    // Only ready agents can be available now (eligibility needs what readiness means), so
+    // the department's ready index is read, not every agent serving it. The staffed count
+    // this leaves out only matters with an average handle time, which is not kept.
+    let first = if count_all { STAFF_LIMIT } else { FIRST_READY };
+    let (ahead, ready, stats, own_entry) = futures::try_join!(
+        live.queued_before(&query.department, score),
+        live.ready_agents(&query.department, first),
+        live.department_stats(&query.department),
         own_entry,
     )?;
-    let head: Vec<String> = head
-        .into_iter()
-        .filter(|id| Some(id.as_str()) != own)
-        .collect();
-    let (tickets, agents) = futures::try_join!(live.tickets(&head), live.agents(&staff))?;
-    let tickets = queued_refs(&tickets);
+    // A ticket is not ahead of itself.
+    let own_ahead = match (own, &own_entry) {
+        (Some(id), Some(t)) if t.st == "queued" => t
+            .to_ref(id, None)
+            .is_ok_and(|r| r.rank_key().score() as i64 <= score),
+        _ => false,
+    };
+    let position = u32::try_from(ahead.saturating_sub(u64::from(own_ahead)).saturating_add(1))
+        .unwrap_or(u32::MAX);
     let own_offer = own_entry
         .filter(|t| t.st == "offered")
         .and_then(|t| t.offer);
-    let states: Vec<AgentState> = agents
-        .iter()
-        .map(|(id, a)| {
-            // The reservation stands in for its ticket: it only has to block other tickets.
-            let pending = a
-                .offer
-                .clone()
-                .filter(|rid| Some(rid) != own_offer.as_ref());
-            a.to_state(id, pending, now_ms)
-        })
-        .collect();
+    // The agent holding the ticket's own offer could take it (it is not in the ready index
+    // while the offer is pending).
+    let offer_holder = match &own_offer {
+        Some(rid) => live.offer(rid).await?.map(|o| o.agent),
+        None => None,
+    };
     let history = PickupHistory {
-        pickups: waiting
-            .first()
-            .map_or(0, |w| OutcomeCounts::sum(&w.stats.b, now_ms).accepted),
+        pickups: OutcomeCounts::sum(&stats.b, now_ms).accepted,
         window: counter_window(),
         average_handle_time: None,
     };
-    let snapshot = Snapshot::new(router.config(), &states, &tickets, now);
-    Ok(wait::estimate_wait(&snapshot, query, &history))
+    let judge = |ids: Vec<String>| {
+        let own_offer = own_offer.clone();
+        let offer_holder = offer_holder.clone();
+        async move {
+            let mut ids = ids;
+            if let Some(holder) = offer_holder
+                && !ids.contains(&holder)
+            {
+                ids.push(holder);
+            }
+            let agents = live.agents(&ids).await?;
+            let states: Vec<AgentState> = agents
+                .iter()
+                .map(|(id, a)| {
+                    // The reservation stands in for its ticket: it only has to block other
+                    // tickets.
+                    let pending = a
+                        .offer
+                        .clone()
+                        .filter(|rid| Some(rid) != own_offer.as_ref());
+                    a.to_state(id, pending, now_ms)
+                })
+                .collect();
+            let snapshot = Snapshot::new(router.config(), &states, &[], now);
+            Ok::<_, LiveError>(wait::estimate_wait_at(&snapshot, query, &history, position))
+        }
+    };
+    let more = ready.len() >= first;
+    let mut estimate = judge(ready).await?;
+    if !count_all && estimate.available_agents == 0 && more {
+        // None of the first could take it: look at every ready agent.
+        estimate = judge(live.ready_agents(&query.department, STAFF_LIMIT).await?).await?;
+    }
+    Ok(estimate)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ pub mod session;
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use tierline_proto::routing as pb;
 use tierline_proto::routing::agent_desktop_service_server::AgentDesktopService;
 use tierline_proto::routing::agent_service_server::AgentService;
@@ -165,7 +165,7 @@ impl AgentDesktopService for DesktopApi {
             )
             .into());
         }
-        let notices = self.router.subscribe();
+        let notices = self.router.notices_of(&agent_id);
         let now = self.router.now();
         let (resumed, session_id, withdraw) = self
             .router
@@ -184,6 +184,8 @@ impl AgentDesktopService for DesktopApi {
         if let Some(rid) = withdraw {
             self.router.withdraw(&rid, "presence_changed").await?;
         }
+        // Boxed messages: the channel allocates its slots in blocks of 32 whatever its bound,
+        // and a message inline is several hundred bytes, most of a session's memory.
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(session::run(
             self.router.clone(),
@@ -193,7 +195,9 @@ impl AgentDesktopService for DesktopApi {
             tx,
             notices,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|message: Box<_>| *message),
+        )))
     }
 
     async fn accept_offer(

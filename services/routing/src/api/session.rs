@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use tierline_proto::routing as pb;
 use tierline_runtime::wire;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Status;
 
 use super::convert::{assignment_to_proto, cancel_reason, offer_to_proto, presence_to_proto};
 use crate::agents::AgentRecord;
 use crate::live::model::{LiveAgent, time_to_ms};
-use crate::router::{Notice, Router, live_record};
+use crate::router::{AgentNotices, Router, live_record};
 
 /// What the stream has told the desktop so far.
 #[derive(Debug, Default)]
@@ -32,7 +32,7 @@ struct Sent {
     assignments: BTreeMap<String, (bool, Option<String>)>,
 }
 
-type Tx = mpsc::Sender<Result<pb::OpenSessionResponse, Status>>;
+type Tx = mpsc::Sender<Box<Result<pb::OpenSessionResponse, Status>>>;
 
 /// Runs one session's stream until the client leaves, the session is replaced or signed out.
 pub async fn run(
@@ -41,7 +41,7 @@ pub async fn run(
     session_id: String,
     resumed: bool,
     tx: Tx,
-    mut notices: broadcast::Receiver<Notice>,
+    mut notices: AgentNotices,
 ) {
     let settings = *router.settings();
     let agent_id = record.id.clone();
@@ -105,9 +105,9 @@ pub async fn run(
                     tracing::warn!(agent = %agent_id, error = %e, "could not start the resume grace");
                 }
                 let _ = tx
-                    .send(Err(Status::unavailable(
+                    .send(Box::new(Err(Status::unavailable(
                         "the router is shutting down; reconnect with your session_id",
-                    )))
+                    ))))
                     .await;
                 return;
             }
@@ -121,11 +121,7 @@ pub async fn run(
                 }
                 return;
             }
-            notice = notices.recv() => match notice {
-                Ok(Notice::Agent(id)) if id != agent_id => continue,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            () = notices.changed() => {}
             _ = renew.tick() => {
                 let now = router.now();
                 match live
@@ -295,10 +291,10 @@ async fn close(tx: &Tx, reason: pb::SessionCloseReason, router: &Router) {
 }
 
 async fn send(tx: &Tx, event: pb::open_session_response::Event, router: &Router) -> bool {
-    tx.send(Ok(pb::OpenSessionResponse {
+    tx.send(Box::new(Ok(pb::OpenSessionResponse {
         event_time: Some(wire::timestamp(router.now())),
         event: Some(event),
-    }))
+    })))
     .await
     .is_ok()
 }

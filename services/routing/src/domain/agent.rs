@@ -374,6 +374,40 @@ pub fn eligibility(
     }
 }
 
+/// Whether [`eligibility`] is `Ok`, without building its reasons: a dispatch round asks it
+/// for every ticket and agent it reads (64 × hundreds), and only explanations need the reasons.
+pub fn is_eligible(
+    agent: &AgentState,
+    ticket: &TicketRef,
+    steps: &[Step],
+    current: Option<usize>,
+) -> bool {
+    // What agent_blocks would list.
+    if agent.presence != Presence::Available || !agent.connected || agent.disabled {
+        return false;
+    }
+    if agent
+        .pending_offer
+        .as_deref()
+        .is_some_and(|pending| pending != ticket.id)
+    {
+        return false;
+    }
+    // What capacity_blocks would list.
+    let (active, capacity) = agent.occupancy(ticket.channel);
+    if capacity == 0
+        || active >= capacity
+        || agent.on_voice()
+        || (ticket.channel == Channel::Voice && agent.active.total() > 0)
+    {
+        return false;
+    }
+    // A step reaching the agent has started (without one, ticket_blocks always lists a reason).
+    let in_step = first_reaching_step(agent, ticket, steps)
+        .is_some_and(|i| current.is_some_and(|current| i <= current));
+    in_step && !ticket.declined_by.contains(&agent.id)
+}
+
 /// The ticket-specific part of [`eligibility`]: capacity for its channel, steps, department,
 /// skills, earlier declines. Agent-wide blocks (presence, disabled, reserved) are left out, as
 /// ExplainAgent's per-queue counts need.
@@ -424,7 +458,10 @@ pub fn first_reaching_step(
     ticket: &TicketRef,
     steps: &[Step],
 ) -> Option<usize> {
-    let skilled = agent.missing_skills(&ticket.required_skills).is_empty();
+    let skilled = ticket
+        .required_skills
+        .iter()
+        .all(|skill| agent.skills.contains(skill));
     steps.iter().position(|step| match step.kind {
         StepKind::PreferredAgent | StepKind::AccountManager => step.target == agent.id,
         StepKind::Team => skilled && agent.team_id.as_deref() == Some(step.target.as_str()),
@@ -692,6 +729,58 @@ mod tests {
     }
 
     proptest! {
+        /// The dispatch round's quick check agrees with the explained verdict everywhere.
+        #[test]
+        fn is_eligible_is_eligibility_without_the_reasons(
+            presence in 0u8..3,
+            connected in any::<bool>(),
+            disabled in any::<bool>(),
+            pending in 0u8..3,
+            active in proptest::collection::vec((arb_channel(), 0u32..3), 0..3),
+            chat_capacity in 0u32..3,
+            channel in arb_channel(),
+            in_department in any::<bool>(),
+            skills in proptest::collection::btree_set("[ab]", 0..3),
+            required in proptest::collection::btree_set("[ab]", 0..3),
+            declined in any::<bool>(),
+            key_account in any::<bool>(),
+            manager in any::<bool>(),
+            age_s in 0u64..400,
+        ) {
+            let mut agent = available("a", if in_department { &["billing"] } else { &["hr"] });
+            agent.presence = match presence {
+                0 => Presence::Available,
+                1 => Presence::Away(AwayReason::Break),
+                _ => Presence::Offline,
+            };
+            agent.connected = connected;
+            agent.disabled = disabled;
+            agent.pending_offer = match pending {
+                0 => None,
+                1 => Some("t".into()),
+                _ => Some("r-other".into()),
+            };
+            agent.capacity.set(Channel::Chat, chat_capacity);
+            agent.active = ChannelCounts::of(&active);
+            agent.skills = skills.iter().map(|s| format!("language:{s}")).collect();
+            agent.team_id = Some("key-accounts".into());
+            let mut t = ticket(channel);
+            t.required_skills = required.iter().map(|s| format!("language:{s}")).collect();
+            t.key_account = key_account;
+            if manager {
+                t.account_manager_id = Some("a".into());
+            }
+            if declined {
+                t.declined_by.insert("a".into());
+            }
+            let steps = StepsConfig::default().ladder(&t, |_| true);
+            let current = current_step(&steps, Duration::from_secs(age_s));
+            prop_assert_eq!(
+                is_eligible(&agent, &t, &steps, current),
+                eligibility(&agent, &t, &steps, current).is_ok()
+            );
+        }
+
         #[test]
         fn voice_capacity_excludes_other_work(
             active in proptest::collection::vec((arb_channel(), 0u32..3), 0..6),

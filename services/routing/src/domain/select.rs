@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use tierline_types::Channel;
 use time::OffsetDateTime;
 
-use super::agent::{AgentState, Ineligible, eligibility, first_reaching_step};
+use super::agent::{AgentState, Ineligible, eligibility, first_reaching_step, is_eligible};
 use super::config::RoutingConfig;
 use super::queue::TicketRef;
 use super::steps::{Step, StepKind, current_step, next_step};
@@ -231,12 +231,17 @@ impl<'a> Snapshot<'a> {
         eligibility(agent, ticket, &ladder.steps, ladder.current)
     }
 
+    /// Whether [`Snapshot::eligibility`] is `Ok`, without its reasons (cheap).
+    pub fn is_eligible(&self, agent: &AgentState, ticket: &TicketRef, ladder: &Ladder) -> bool {
+        is_eligible(agent, ticket, &ladder.steps, ladder.current)
+    }
+
     /// The agents who may be offered `ticket` now, in selection order.
     pub fn eligible_agents(&self, ticket: &TicketRef) -> Vec<&'a AgentState> {
         let ladder = self.ladder(ticket);
         selection_order(
             self.agents()
-                .filter(|a| self.eligibility(a, ticket, &ladder).is_ok()),
+                .filter(|a| self.is_eligible(a, ticket, &ladder)),
             ticket.channel,
             self.config.selection,
         )
@@ -253,7 +258,7 @@ impl<'a> Snapshot<'a> {
         self.tickets
             .iter()
             .copied()
-            .find(|t| t.offered_to.is_none() && self.eligibility(agent, t, &self.ladder(t)).is_ok())
+            .find(|t| t.offered_to.is_none() && self.is_eligible(agent, t, &self.ladder(t)))
     }
 
     /// The offers one dispatch round makes (see the module documentation), in ticket rank
@@ -266,7 +271,7 @@ impl<'a> Snapshot<'a> {
             let best = self
                 .agents()
                 .filter(|a| !matched.contains(a.id.as_str()))
-                .filter(|a| self.eligibility(a, ticket, &ladder).is_ok())
+                .filter(|a| self.is_eligible(a, ticket, &ladder))
                 .min_by(|a, b| compare_agents(a, b, ticket.channel, self.config.selection));
             if let Some(agent) = best {
                 matched.insert(agent.id.as_str());

@@ -22,6 +22,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tierline_types::{Channel, Tier};
+use time::OffsetDateTime;
 
 use super::agent::Presence;
 use super::queue::{TicketRef, position_of_new};
@@ -87,24 +88,49 @@ pub fn wait_for(
     interval.map(|i| i.saturating_mul(position))
 }
 
-/// Estimates the wait of a new ticket described by `query` (see the module documentation).
+/// When a ticket described by `query` arriving now would be due for pickup (now if its tier
+/// has no target).
+fn pickup_due_of_new(snapshot: &Snapshot<'_>, query: &WaitQuery) -> OffsetDateTime {
+    let now = snapshot.now();
+    snapshot
+        .config()
+        .targets
+        .pickup_due(query.tier, now)
+        .unwrap_or(now)
+}
+
+/// Estimates the wait of a new ticket described by `query` (see the module documentation),
+/// with its position among the snapshot's queued tickets.
 pub fn estimate_wait(
     snapshot: &Snapshot<'_>,
     query: &WaitQuery,
     history: &PickupHistory,
 ) -> WaitEstimate {
     let now = snapshot.now();
-    let due = snapshot
-        .config()
-        .targets
-        .pickup_due(query.tier, now)
-        .unwrap_or(now);
+    let due = pickup_due_of_new(snapshot, query);
     let keys: Vec<_> = snapshot
         .queue(&query.department)
         .map(TicketRef::rank_key)
         .collect();
     let position = position_of_new(&keys, due, now);
+    estimate_wait_at(
+        snapshot,
+        query,
+        history,
+        u32::try_from(position).unwrap_or(u32::MAX),
+    )
+}
 
+/// [`estimate_wait`] with the position given: the caller counted it over the whole queue
+/// (the snapshot then needs no tickets, only the agents).
+pub fn estimate_wait_at(
+    snapshot: &Snapshot<'_>,
+    query: &WaitQuery,
+    history: &PickupHistory,
+    position: u32,
+) -> WaitEstimate {
+    let now = snapshot.now();
+    let due = pickup_due_of_new(snapshot, query);
     let hypothetical = TicketRef {
         required_skills: query.required_skills.clone(),
         ..TicketRef::new(
@@ -119,7 +145,7 @@ pub fn estimate_wait(
     let ladder = snapshot.ladder(&hypothetical);
     let available_agents = snapshot
         .agents()
-        .filter(|a| snapshot.eligibility(a, &hypothetical, &ladder).is_ok())
+        .filter(|a| snapshot.is_eligible(a, &hypothetical, &ladder))
         .count();
     let staffed_agents = snapshot
         .agents()
@@ -131,7 +157,6 @@ pub fn estimate_wait(
                 && a.missing_skills(&query.required_skills).is_empty()
         })
         .count();
-    let position = u32::try_from(position).unwrap_or(u32::MAX);
     let available_agents = u32::try_from(available_agents).unwrap_or(u32::MAX);
     let staffed_agents = u32::try_from(staffed_agents).unwrap_or(u32::MAX);
     WaitEstimate {

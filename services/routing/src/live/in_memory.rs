@@ -72,8 +72,8 @@ use super::model::{
 };
 use super::scripts::WINDOW_MINUTES;
 use super::state::{
-    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PresenceSet,
-    RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
+    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PreparedSync,
+    PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
 };
 use crate::domain::queue::RankKey;
 
@@ -599,6 +599,8 @@ struct Inner {
 
 /// The arguments of SYNC, prepared outside the lock.
 struct SyncArgs<'a> {
+    /// Leave out the department notice of a waiting ticket (a batch sends one per department).
+    quiet: bool,
     id: &'a str,
     v: String,
     version: i64,
@@ -677,6 +679,43 @@ impl Inner {
             let off = s.off.entry(tier.to_owned()).or_insert(0);
             *off = (*off + delta).max(0);
         }
+    }
+
+    /// [`LiveState::sync`] of a prepared sync: the SYNC script and its reply.
+    fn sync_one(
+        &mut self,
+        s: &TicketSync,
+        prepared: PreparedSync,
+        now: i64,
+        quiet: bool,
+    ) -> Result<Synced, LiveError> {
+        let args = SyncArgs {
+            quiet,
+            id: &s.id,
+            v: s.version.to_string(),
+            version: s.version,
+            st: s.state,
+            dept: &s.department,
+            tier: s.tier.as_str(),
+            chan: s.channel.as_str(),
+            score: prepared.score,
+            member: prepared.member,
+            data: prepared.data,
+            required_skills: &s.data.required_skills,
+            enq: time_to_ms(s.data.enqueue_time),
+            due: time_to_ms(s.data.pickup_due),
+            agent: s.agent_id.as_deref().unwrap_or(""),
+            rid: s.reservation_id.as_deref().unwrap_or(""),
+        };
+        let (applied, held, rank, withdrawn) = self.sync(&args, now)?;
+        Ok(Synced {
+            applied,
+            version: held
+                .parse()
+                .map_err(|_| LiveError::Corrupt(format!("ticket version {held:?}")))?,
+            position: rank.map(one_based),
+            withdrawn_offer: withdrawn,
+        })
     }
 
     /// The SYNC script.
@@ -826,7 +865,9 @@ impl Inner {
                 self.waiting_set(s.dept, s.tier).add(s.enq, s.id);
                 self.due_set(s.dept, s.tier).add(s.due, s.id);
                 self.depts.insert(s.dept.to_owned());
-                self.publish(format!("d:{}", s.dept));
+                if !s.quiet {
+                    self.publish(format!("d:{}", s.dept));
+                }
             }
             RoutingState::Active | RoutingState::Parked => {
                 n.st = if s.st == RoutingState::Active {
@@ -895,6 +936,10 @@ impl Inner {
         agents: usize,
         teams: &[&str],
     ) -> (Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>) {
+        // Nobody ready anywhere: no offer could be made, as in the script.
+        if self.ready.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
         let mut found = Vec::new();
         let mut named = BTreeSet::new();
         if let Some(queue) = self.queues.get(department) {
@@ -1504,31 +1549,31 @@ fn one_based(rank: u64) -> u64 {
 impl LiveState for InMemoryLive {
     async fn sync(&self, s: &TicketSync, now: OffsetDateTime) -> Result<Synced, LiveError> {
         let prepared = s.prepare()?;
-        let args = SyncArgs {
-            id: &s.id,
-            v: s.version.to_string(),
-            version: s.version,
-            st: s.state,
-            dept: &s.department,
-            tier: s.tier.as_str(),
-            chan: s.channel.as_str(),
-            score: prepared.score,
-            member: prepared.member,
-            data: prepared.data,
-            required_skills: &s.data.required_skills,
-            enq: time_to_ms(s.data.enqueue_time),
-            due: time_to_ms(s.data.pickup_due),
-            agent: s.agent_id.as_deref().unwrap_or(""),
-            rid: s.reservation_id.as_deref().unwrap_or(""),
-        };
-        let (applied, held, rank, withdrawn) = self.with(|st| st.sync(&args, time_to_ms(now)))?;
-        Ok(Synced {
-            applied,
-            version: held
-                .parse()
-                .map_err(|_| LiveError::Corrupt(format!("ticket version {held:?}")))?,
-            position: rank.map(one_based),
-            withdrawn_offer: withdrawn,
+        self.with(|st| st.sync_one(s, prepared, time_to_ms(now), false))
+    }
+
+    async fn sync_many(
+        &self,
+        syncs: &[TicketSync],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Result<Synced, LiveError>>, LiveError> {
+        let now = time_to_ms(now);
+        // One critical section for the page; each sync is still applied on its own, and one
+        // department notice goes out per department, as on Redis.
+        self.with(|st| {
+            let out = syncs
+                .iter()
+                .map(|s| s.prepare().and_then(|p| st.sync_one(s, p, now, true)))
+                .collect();
+            let departments: BTreeSet<&str> = syncs
+                .iter()
+                .filter(|s| s.state == RoutingState::Waiting)
+                .map(|s| s.department.as_str())
+                .collect();
+            for d in departments {
+                st.publish(format!("d:{d}"));
+            }
+            Ok(out)
         })
     }
 
@@ -1748,6 +1793,32 @@ impl LiveState for InMemoryLive {
                 .take(limit.max(1))
                 .map(|(_, id)| id.clone())
                 .collect())
+        })
+    }
+
+    async fn ready_agents(&self, department: &str, limit: usize) -> Result<Vec<String>, LiveError> {
+        self.with(|s| {
+            Ok(index_range(&s.ready, department)
+                .take(limit.max(1))
+                .map(|(_, id)| id.clone())
+                .collect())
+        })
+    }
+
+    async fn department_stats(&self, department: &str) -> Result<LiveDeptStats, LiveError> {
+        self.with(|s| {
+            Ok(s.dstats
+                .get(department)
+                .map(DeptStats::to_live)
+                .unwrap_or_default())
+        })
+    }
+
+    async fn queued_before(&self, department: &str, score: i64) -> Result<u64, LiveError> {
+        self.with(|s| {
+            Ok(s.queues
+                .get(department)
+                .map_or(0, |q| q.count(i64::MIN, score)))
         })
     }
 

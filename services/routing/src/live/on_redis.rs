@@ -12,11 +12,11 @@ use time::OffsetDateTime;
 
 use super::LiveError;
 use super::keys::Keys;
-use super::model::{LiveAgent, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
+use super::model::{LiveAgent, LiveDeptStats, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
 use super::scripts::{self, APPLIED, IGNORED, MISSING, MOVED, NOT_PENDING, NOT_YOURS};
 use super::state::{
-    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PresenceSet,
-    Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
+    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PreparedSync,
+    PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
 };
 use crate::domain::queue::RankKey;
 
@@ -69,86 +69,253 @@ impl RedisLive {
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
+
+    /// Agent ids of `department` in a set of "department\0agent" members (`key`), up to
+    /// `limit`, by id: one ZRANGEBYLEX over the department's range.
+    async fn agents_under(
+        &self,
+        key: &str,
+        department: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, LiveError> {
+        let prefix = format!("{department}\0");
+        let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(key)
+            .arg(format!("[{prefix}"))
+            .arg(format!("({department}\u{1}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.max(1))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// The SYNC script call for `s`, naming the keys of where the caller believes the ticket
+    /// is (`at`).
+    fn sync_call(
+        &self,
+        s: &TicketSync,
+        prepared: &PreparedSync,
+        at: &Where,
+        now: OffsetDateTime,
+        quiet: bool,
+    ) -> redis::ScriptInvocation<'static> {
+        let k = &self.keys;
+        let tier = s.tier.as_str();
+        let mut call = scripts::SYNC.prepare_invoke();
+        call.key(k.tickets())
+            .key(k.agents())
+            .key(k.offers())
+            .key(k.offer_expiry())
+            .key(k.offer_ended())
+            .key(k.ready())
+            .key(k.staff())
+            .key(k.gone())
+            .key(k.departments())
+            .key(k.queue(&s.department))
+            .key(k.queue(&at.dept))
+            .key(k.waiting(&s.department, tier))
+            .key(k.due(&s.department, tier))
+            .key(k.waiting(&at.dept, &at.tier))
+            .key(k.due(&at.dept, &at.tier))
+            .key(k.department_stats())
+            .arg(time_to_ms(now))
+            .arg(&s.id)
+            .arg(s.version)
+            .arg(s.state.as_str())
+            .arg(&s.department)
+            .arg(tier)
+            .arg(s.channel.as_str())
+            .arg(prepared.score)
+            .arg(&prepared.member)
+            .arg(&prepared.data)
+            .arg(time_to_ms(s.data.enqueue_time))
+            .arg(s.agent_id.as_deref().unwrap_or(""))
+            .arg(s.reservation_id.as_deref().unwrap_or(""))
+            .arg(&at.dept)
+            .arg(k.events())
+            .arg(&at.tier)
+            .arg(time_to_ms(s.data.pickup_due))
+            .arg(if quiet { "1" } else { "0" });
+        call
+    }
+}
+
+/// The department and tier whose keys a SYNC call names as the ticket's current ones.
+#[derive(Debug, Clone)]
+struct Where {
+    dept: String,
+    tier: String,
+}
+
+/// Where a ticket is now if it waits, else where the sync puts it.
+fn guess(s: &TicketSync, held: Option<LiveTicket>) -> Where {
+    match held {
+        Some(t) if t.st == "queued" || t.st == "offered" => Where {
+            dept: t.dept.unwrap_or_default(),
+            tier: t.tier.unwrap_or_else(|| s.tier.as_str().to_owned()),
+        },
+        _ => Where {
+            dept: s.department.clone(),
+            tier: s.tier.as_str().to_owned(),
+        },
+    }
+}
+
+/// SYNC's reply: status, version (or department if moved), 0-based rank, withdrawn offer, tier
+/// if moved.
+type SyncReply = (i64, String, Option<i64>, Option<String>, Option<String>);
+
+/// What one SYNC call came to.
+enum SyncOutcome {
+    /// Applied or ignored.
+    Done(Synced),
+    /// The ticket is elsewhere: send again naming these keys.
+    Moved(Where),
+}
+
+fn sync_outcome(
+    (status, held, rank, withdrawn, moved_tier): SyncReply,
+    s: &TicketSync,
+) -> Result<SyncOutcome, LiveError> {
+    match status {
+        MOVED => Ok(SyncOutcome::Moved(Where {
+            dept: held,
+            tier: moved_tier.unwrap_or_else(|| s.tier.as_str().to_owned()),
+        })),
+        APPLIED | IGNORED => Ok(SyncOutcome::Done(Synced {
+            applied: status == APPLIED,
+            version: parse_version(&held)?,
+            position: rank.map(one_based).transpose()?,
+            withdrawn_offer: withdrawn,
+        })),
+        other => Err(unexpected_status(other)),
+    }
+}
+
+fn contended(s: &TicketSync) -> LiveError {
+    LiveError::Contended(format!(
+        "ticket {:?} kept moving between queues during the call",
+        s.id
+    ))
 }
 
 #[tonic::async_trait]
 impl LiveState for RedisLive {
-    /// SyncTicket (see the proto): versioned, idempotent and order-tolerant.
+    /// SyncTicket (see the proto): versioned, idempotent and order-tolerant. The call names
+    /// the keys of the department and tier it carries: right for a new ticket and for most
+    /// changes; after a transfer or a re-tier the script answers where the ticket is, and the
+    /// call is sent again (one round trip more then, one less every other time than reading
+    /// first).
     async fn sync(&self, s: &TicketSync, now: OffsetDateTime) -> Result<Synced, LiveError> {
         let prepared = s.prepare()?;
-        let tier = s.tier.as_str();
-        // The guess: where the ticket is now, else where it goes.
-        let (mut dept, mut cur_tier) = match self.ticket(&s.id).await? {
-            Some(t) if t.st == "queued" || t.st == "offered" => (
-                t.dept.unwrap_or_default(),
-                t.tier.unwrap_or_else(|| tier.to_owned()),
-            ),
-            _ => (s.department.clone(), tier.to_owned()),
-        };
-        let k = &self.keys;
+        let mut at = guess(s, None);
         for _ in 0..=MOVED_RETRIES {
-            let (status, held, rank, withdrawn, moved_tier): (
-                i64,
-                String,
-                Option<i64>,
-                Option<String>,
-                Option<String>,
-            ) = scripts::SYNC
-                .key(k.tickets())
-                .key(k.agents())
-                .key(k.offers())
-                .key(k.offer_expiry())
-                .key(k.offer_ended())
-                .key(k.ready())
-                .key(k.staff())
-                .key(k.gone())
-                .key(k.departments())
-                .key(k.queue(&s.department))
-                .key(k.queue(&dept))
-                .key(k.waiting(&s.department, tier))
-                .key(k.due(&s.department, tier))
-                .key(k.waiting(&dept, &cur_tier))
-                .key(k.due(&dept, &cur_tier))
-                .key(k.department_stats())
-                .arg(time_to_ms(now))
-                .arg(&s.id)
-                .arg(s.version)
-                .arg(s.state.as_str())
-                .arg(&s.department)
-                .arg(tier)
-                .arg(s.channel.as_str())
-                .arg(prepared.score)
-                .arg(&prepared.member)
-                .arg(&prepared.data)
-                .arg(time_to_ms(s.data.enqueue_time))
-                .arg(s.agent_id.as_deref().unwrap_or(""))
-                .arg(s.reservation_id.as_deref().unwrap_or(""))
-                .arg(&dept)
-                .arg(k.events())
-                .arg(&cur_tier)
-                .arg(time_to_ms(s.data.pickup_due))
+            let reply: SyncReply = self
+                .sync_call(s, &prepared, &at, now, false)
                 .invoke_async(&mut self.conn())
                 .await?;
-            match status {
-                MOVED => {
-                    dept = held;
-                    cur_tier = moved_tier.unwrap_or_else(|| tier.to_owned());
-                }
-                APPLIED | IGNORED => {
-                    return Ok(Synced {
-                        applied: status == APPLIED,
-                        version: parse_version(&held)?,
-                        position: rank.map(one_based).transpose()?,
-                        withdrawn_offer: withdrawn,
-                    });
-                }
-                other => return Err(unexpected_status(other)),
+            match sync_outcome(reply, s)? {
+                SyncOutcome::Done(synced) => return Ok(synced),
+                SyncOutcome::Moved(moved) => at = moved,
             }
         }
-        Err(LiveError::Contended(format!(
-            "ticket {:?} kept moving between queues during the call",
-            s.id
-        )))
+        Err(contended(s))
+    }
+
+    /// Several SyncTickets: one HMGET for where the tickets are, then one pipeline of SYNC
+    /// scripts (each still atomic on its own), then a pipeline per round of re-sends for the
+    /// tickets a concurrent call moved meanwhile.
+    async fn sync_many(
+        &self,
+        syncs: &[TicketSync],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Result<Synced, LiveError>>, LiveError> {
+        let mut out: Vec<Option<Result<Synced, LiveError>>> = Vec::with_capacity(syncs.len());
+        // (index, prepared) of each sync that can be sent.
+        let mut pending: Vec<(usize, PreparedSync)> = Vec::with_capacity(syncs.len());
+        for (i, s) in syncs.iter().enumerate() {
+            match s.prepare() {
+                Ok(p) => {
+                    pending.push((i, p));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let ids: Vec<String> = pending.iter().map(|(i, _)| syncs[*i].id.clone()).collect();
+        let current: Vec<Option<String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            redis::cmd("HMGET")
+                .arg(self.keys.tickets())
+                .arg(&ids)
+                .query_async(&mut self.conn())
+                .await?
+        };
+        let mut sends: Vec<(usize, PreparedSync, Where)> = Vec::with_capacity(pending.len());
+        for ((i, p), raw) in pending.into_iter().zip(current) {
+            match raw.as_deref().map(decode::<LiveTicket>).transpose() {
+                Ok(held) => sends.push((i, p, guess(&syncs[i], held))),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        for _ in 0..=MOVED_RETRIES {
+            if sends.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            // EVALSHA fails with NOSCRIPT after a Redis restart; loading first makes the page
+            // one round trip whatever the script cache holds.
+            pipe.ignore_errors().load_script(&scripts::SYNC).ignore();
+            let mut departments = std::collections::BTreeSet::new();
+            for (i, p, at) in &sends {
+                pipe.invoke_script(&self.sync_call(&syncs[*i], p, at, now, true));
+                if syncs[*i].state == RoutingState::Waiting {
+                    departments.insert(syncs[*i].department.as_str());
+                }
+            }
+            // One notice per department for the whole page, not one per ticket.
+            for d in departments {
+                pipe.cmd("PUBLISH")
+                    .arg(self.keys.events())
+                    .arg(format!("d:{d}"))
+                    .ignore();
+            }
+            let replies: Vec<redis::RedisResult<SyncReply>> =
+                pipe.query_async(&mut self.conn()).await?;
+            if replies.len() != sends.len() {
+                return Err(LiveError::Corrupt(format!(
+                    "{} replies to a pipeline of {} syncs",
+                    replies.len(),
+                    sends.len()
+                )));
+            }
+            let mut again = Vec::new();
+            for ((i, p, _), reply) in sends.into_iter().zip(replies) {
+                let s = &syncs[i];
+                match reply
+                    .map_err(LiveError::from)
+                    .and_then(|r| sync_outcome(r, s))
+                {
+                    Ok(SyncOutcome::Done(synced)) => out[i] = Some(Ok(synced)),
+                    Ok(SyncOutcome::Moved(moved)) => again.push((i, p, moved)),
+                    Err(e) => out[i] = Some(Err(e)),
+                }
+            }
+            sends = again;
+        }
+        for (i, _, _) in &sends {
+            out[*i] = Some(Err(contended(&syncs[*i])));
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(LiveError::Corrupt("sync left unanswered".into()))))
+            .collect())
     }
 
     /// What a dispatch round of `department` needs: the best `tickets` waiting tickets without
@@ -572,20 +739,24 @@ impl LiveState for RedisLive {
 
     /// The agents of `department` in the live state (up to `limit`), by id.
     async fn staff(&self, department: &str, limit: usize) -> Result<Vec<String>, LiveError> {
-        let prefix = format!("{department}\0");
-        let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(self.keys.staff())
-            .arg(format!("[{prefix}"))
-            .arg(format!("({department}\u{1}"))
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit.max(1))
+        self.agents_under(&self.keys.staff(), department, limit)
+            .await
+    }
+
+    /// The agents listed as ready under `department`, up to `limit`, by id.
+    async fn ready_agents(&self, department: &str, limit: usize) -> Result<Vec<String>, LiveError> {
+        self.agents_under(&self.keys.ready(), department, limit)
+            .await
+    }
+
+    /// Queued tickets of `department` scored at or below `score` (ZCOUNT).
+    async fn queued_before(&self, department: &str, score: i64) -> Result<u64, LiveError> {
+        Ok(redis::cmd("ZCOUNT")
+            .arg(self.keys.queue(department))
+            .arg("-inf")
+            .arg(score)
             .query_async(&mut self.conn())
-            .await?;
-        Ok(members
-            .into_iter()
-            .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
-            .collect())
+            .await?)
     }
 
     /// Departments that had waiting tickets, by name.
@@ -635,6 +806,16 @@ impl LiveState for RedisLive {
             .query_async(&mut self.conn())
             .await?;
         rank.map(one_based).transpose()
+    }
+
+    /// The statistics entry of `department`, one HGET.
+    async fn department_stats(&self, department: &str) -> Result<LiveDeptStats, LiveError> {
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.department_stats())
+            .arg(department)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(raw.as_deref().map(decode).transpose()?.unwrap_or_default())
     }
 
     /// Waiting tickets per tier and statistics of each of `departments`, one round trip.

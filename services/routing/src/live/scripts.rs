@@ -153,7 +153,8 @@ pub const NOT_PENDING: i64 = -4;
 /// ARGV: 1 now, 2 ticket id, 3 version, 4 state (waiting|active|parked|done), 5 dept, 6 tier,
 /// 7 channel, 8 score, 9 member, 10 data, 11 enqueue ms, 12 agent, 13 reservation,
 /// 14 department of the current keys named, 15 events channel, 16 tier of the current keys
-/// named, 17 pickup due ms.
+/// named, 17 pickup due ms, 18 '1' to leave out the department notice of a waiting ticket
+/// (a batch publishes one per department after its scripts).
 /// Returns {status, version (or department if moved), 0-based rank or false, withdrawn offer
 /// or false, tier if moved}.
 pub static SYNC: LazyLock<Script> = LazyLock::new(|| {
@@ -252,7 +253,7 @@ if st == 'waiting' then
   redis.call('ZADD', KEYS[12], ARGV[11], id)
   redis.call('ZADD', KEYS[13], ARGV[17], id)
   redis.call('SADD', KEYS[9], ARGV[5])
-  redis.call('PUBLISH', ARGV[15], 'd:' .. ARGV[5])
+  if ARGV[18] ~= '1' then redis.call('PUBLISH', ARGV[15], 'd:' .. ARGV[5]) end
 elseif st == 'active' or st == 'parked' then
   n.st, n.agent, n.rid = st, ARGV[12], ARGV[13]
   local a = jget(KEYS[2], ARGV[12]) or new_agent()
@@ -286,12 +287,18 @@ return {1, v, rank, cancelled, false}
 /// tickets name (account managers, preferred agents: their steps depend on their presence
 /// even when they are busy).
 ///
+/// Nothing at all while no agent is ready anywhere: offers go only to ready agents (RESERVE
+/// checks it again; the ready index lists every agent that could be ready, see `ready`), so no
+/// offer could come of reading the queue. This keeps a deep queue with every agent busy, or an
+/// intake burst with nobody signed in, from costing a read of the queue's head per change.
+///
 /// KEYS: 1 queue, 2 tickets, 3 ready, 4 agents. ARGV: 1 dept, 2 tickets wanted, 3 agents
 /// wanted per index, then team ids. Returns {{ticket id, ticket json, ...}, {agent id, agent
 /// json, ...}}.
 pub static PEEK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+if redis.call('ZCARD', KEYS[3]) == 0 then return {{}, {}} end
 local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 local tickets, seen, agents = {}, {}, {}
 local function add_agent(id)
@@ -304,8 +311,16 @@ local named = {}
 for _, m in ipairs(members) do
   local id = string.sub(m, 15)
   local t = redis.call('HGET', KEYS[2], id)
+  -- Decoding is most of this script's cost, and only a ticket naming an agent needs it. In
+  -- the stored text a named agent shows as account_manager_id\":\" (d is JSON escaped
+  -- inside the entry); null, or the same words inside a field's value (escaped twice), never
+  -- match, so the plain search only skips tickets that name nobody.
+  local names = t and (string.find(t, 'account_manager_id\\":\\"', 1, true)
+    or string.find(t, 'preferred_agent_id\\":\\"', 1, true))
   if t then
     table.insert(tickets, id) table.insert(tickets, t)
+  end
+  if names then
     local ok, d = pcall(cjson.decode, cjson.decode(t).d or 'null')
     if ok and type(d) == 'table' then
       if type(d.account_manager_id) == 'string' then named[d.account_manager_id] = true end

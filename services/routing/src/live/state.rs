@@ -233,9 +233,23 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
     /// SyncTicket (see the proto): versioned, idempotent and order-tolerant.
     async fn sync(&self, s: &TicketSync, now: OffsetDateTime) -> Result<Synced, LiveError>;
 
+    /// Several SyncTickets at once, for a rebuild's page: each is applied as [`Self::sync`]
+    /// applies it (its own atomic step, in order) and gets its own result, so one bad ticket
+    /// does not fail the others. On Redis the page costs two round trips (one read of where
+    /// the tickets are, one pipeline of scripts), plus one per round of re-sends for tickets
+    /// that a concurrent call moved meanwhile (those are applied after the rest of the page).
+    /// Waiting tickets' department notices go out once per department for the page, after
+    /// it, not once per ticket. The outer error is Redis being unreachable.
+    async fn sync_many(
+        &self,
+        syncs: &[TicketSync],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Result<Synced, LiveError>>, LiveError>;
+
     /// What a dispatch round of `department` needs: the best `tickets` waiting tickets without
     /// an offer; up to `agents` ready agents serving it and as many of each of `teams`; and
-    /// the agents the tickets name.
+    /// the agents the tickets name. Nothing at all while no agent is ready anywhere (no offer
+    /// could be made), so a deep queue with every agent busy is not read on every change.
     #[allow(clippy::type_complexity)]
     async fn peek(
         &self,
@@ -366,6 +380,15 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
     /// The agents listed under `department` (or `\u{1}<team>`), up to `limit`, by id.
     async fn staff(&self, department: &str, limit: usize) -> Result<Vec<String>, LiveError>;
 
+    /// The agents listed as ready under `department` (or `\u{1}<team>`), up to `limit`, by id:
+    /// the only ones who could be offered a ticket now (and a superset of them: a lease may
+    /// have run out since).
+    async fn ready_agents(&self, department: &str, limit: usize) -> Result<Vec<String>, LiveError>;
+
+    /// How many tickets of `department`'s queue (waiting, without an offer) have a rank score
+    /// at or below `score` ([`RankKey::score`]): O(log n) however deep the queue.
+    async fn queued_before(&self, department: &str, score: i64) -> Result<u64, LiveError>;
+
     /// Departments that had waiting tickets, by name.
     async fn departments(&self) -> Result<Vec<String>, LiveError>;
 
@@ -376,6 +399,9 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
 
     /// The 1-based rank of a queued ticket (no pending offer) in its queue.
     async fn rank(&self, ticket: &LiveTicket) -> Result<Option<u64>, LiveError>;
+
+    /// The statistics entry of `department` (offer counters, pending offers); empty if none.
+    async fn department_stats(&self, department: &str) -> Result<LiveDeptStats, LiveError>;
 
     /// Waiting tickets per tier and statistics of each of `departments`.
     async fn waiting(
