@@ -5,13 +5,13 @@
 
 mod callers;
 mod config;
-mod cpu;
 mod desktops;
-mod limits;
 mod report;
 mod run;
 mod setup;
-mod stats;
+
+// Shared with tierline-scale through the library; `crate::stats` and the others still name them.
+use tierline_bench::{cpu, limits, stats};
 
 use clap::Parser as _;
 
