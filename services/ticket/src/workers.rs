@@ -196,14 +196,26 @@ pub async fn relay_timeline<S: TicketStore>(tickets: &Tickets<S>) -> Result<usiz
     };
     let cursor = claim.cursor();
     let events = tickets.store().events_after(cursor, BATCH).await?;
+    let concerns_timeline = |kind: EventKind| {
+        matches!(
+            kind,
+            EventKind::Created | EventKind::CustomerResolved | EventKind::FollowUpRecorded
+        )
+    };
+    // The tickets the page concerns, in one read rather than one per event.
+    let ids: Vec<TicketId> = events
+        .iter()
+        .filter(|(e, _)| concerns_timeline(e.event.kind))
+        .map(|(e, _)| e.ticket_id)
+        .collect();
+    let current = tickets.store().get_many(&ids).await?;
     let mut delivered = cursor;
     for (event, _) in &events {
         let kind = event.event.kind;
-        if matches!(
-            kind,
-            EventKind::Created | EventKind::CustomerResolved | EventKind::FollowUpRecorded
-        ) {
-            let t = tickets.store().get(event.ticket_id).await?;
+        if concerns_timeline(kind) {
+            let t = current
+                .get(&event.ticket_id)
+                .ok_or_else(|| Error::ticket_not_found(event.ticket_id))?;
             let Some(customer) = (match &t.customer {
                 CustomerLink::Resolved { id, .. } => Some(*id),
                 CustomerLink::Pending { .. } => None,

@@ -851,6 +851,23 @@ async fn unknown_tickets_are_not_found<S: TicketStore>(store: &S) {
         None
     );
     assert!(store.links_of_many(&[]).await.expect("no ids").is_empty());
+    // A batch read answers the known tickets, as they read one by one, and leaves out the rest.
+    assert!(store.get_many(&[]).await.expect("no ids").is_empty());
+    let other = create(store, open("call-other")).await;
+    let many = store
+        .get_many(&[known.id, missing, other.id])
+        .await
+        .expect("get many");
+    assert_eq!(many.len(), 2);
+    assert_eq!(
+        many.get(&known.id),
+        Some(&store.get(known.id).await.expect("known"))
+    );
+    assert_eq!(
+        many.get(&other.id),
+        Some(&store.get(other.id).await.expect("other"))
+    );
+    assert!(!many.contains_key(&missing));
 }
 
 // ---- queries --------------------------------------------------------------------------------

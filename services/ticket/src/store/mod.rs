@@ -163,6 +163,12 @@ pub trait TicketStore: Clone + Send + Sync + 'static {
     /// A ticket by id.
     fn get(&self, id: TicketId) -> impl Future<Output = Result<Ticket>> + Send;
 
+    /// Several tickets by id, in one read; unknown ids are left out.
+    fn get_many(
+        &self,
+        ids: &[TicketId],
+    ) -> impl Future<Output = Result<HashMap<TicketId, Ticket>>> + Send;
+
     /// A ticket by its number.
     fn get_by_number(&self, number: &TicketNumber) -> impl Future<Output = Result<Ticket>> + Send;
 

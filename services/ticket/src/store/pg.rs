@@ -191,6 +191,11 @@ const PUBLISH_BATCH: i64 = 5_000;
 /// replica that stopped before publishing them.
 const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long the sequencer waits after a wake before its pass, so commits that land meanwhile
+/// share it. Without it, intake ran about one pass (a transaction and a notification to every
+/// reader) per commit: 8,878 passes for 15,129 tickets in one benchmark run.
+const PUBLISH_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Appends events for `ticket` (already at its new version) in one statement. They become
 /// readable in the log once published, after commit (the caller wakes the sequencer).
 async fn append_events(
@@ -290,7 +295,12 @@ impl PgStore {
             }
             // A wake that arrives while a pass runs is kept (Notify stores one permit), so an
             // append committed during a pass is published by the next one.
-            let _ = tokio::time::timeout(PUBLISH_POLL, self.appended.notified()).await;
+            if tokio::time::timeout(PUBLISH_POLL, self.appended.notified())
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(PUBLISH_GATHER).await;
+            }
         }
     }
 
@@ -463,6 +473,20 @@ impl TicketStore for PgStore {
     /// A ticket by id.
     async fn get(&self, id: TicketId) -> Result<Ticket> {
         fetch(&self.pool, id).await
+    }
+
+    /// Several tickets by id, in one read.
+    async fn get_many(&self, ids: &[TicketId]) -> Result<HashMap<TicketId, Ticket>> {
+        let raw: Vec<Uuid> = ids.iter().map(|i| i.0).collect();
+        let rows: Vec<TicketRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE id = ANY($1)"
+        )))
+        .bind(&raw)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| row.into_domain().map(|t| (t.id, t)))
+            .collect()
     }
 
     /// A ticket by its number.

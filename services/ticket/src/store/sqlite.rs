@@ -596,6 +596,27 @@ impl TicketStore for SqliteStore {
         fetch(self.db.pool(), id).await
     }
 
+    async fn get_many(&self, ids: &[TicketId]) -> Result<HashMap<TicketId, Ticket>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // No arrays to bind: one placeholder per id (callers pass a page of at most 500).
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+            "SELECT ",
+            ticket_columns!(),
+            " FROM tickets WHERE id IN ("
+        ));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id.0);
+        }
+        q.push(")");
+        let rows: Vec<TicketRow> = q.build_query_as().fetch_all(self.db.pool()).await?;
+        rows.into_iter()
+            .map(|row| row.into_domain().map(|t| (t.id, t)))
+            .collect()
+    }
+
     async fn get_by_number(&self, number: &TicketNumber) -> Result<Ticket> {
         let row: Option<TicketRow> = sqlx::query_as(concat!(
             "SELECT ",
