@@ -28,7 +28,9 @@ use crate::domain::select::Snapshot;
 use crate::error::{Error, Result};
 use crate::live::LiveError;
 use crate::live::model::{LiveAgent, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
-use crate::live::state::{Claim, Ended, LiveState, NewOffer, Outcome, Synced, TicketSync};
+use crate::live::state::{
+    AgentRead, Claim, Ended, LiveState, NewOffer, Outcome, Peeked, Synced, TicketSync,
+};
 use crate::tickets::{AssignError, Tickets};
 
 /// Where the time comes from: the system clock, or a test's.
@@ -111,6 +113,25 @@ impl Drop for AgentNotices {
             watchers.remove(&self.agent);
         }
     }
+}
+
+/// Ready agents a dispatch round reads per ticket it found, per index (department, team),
+/// before widening (see `Router::dispatch_rounds`).
+pub const ROUND_AGENTS_PER_TICKET: usize = 8;
+
+/// Ready agents a dispatch round reads per index at least: up to this many ready agents,
+/// the choice among them is exact (every one is read).
+pub const ROUND_AGENTS_AT_LEAST: usize = 64;
+
+/// What one dispatch round came to.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// Offers made.
+    offers: usize,
+    /// Whether another round may find more (a full queue head, offers lost to a race).
+    more: bool,
+    /// A ticket got no offer while an index had more ready agents than the round read.
+    unmatched_in_window: bool,
 }
 
 /// The outcome of an accept.
@@ -271,12 +292,24 @@ impl Router {
     /// Rounds until nothing more matches: a round whose offers all went through may leave more
     /// (queues longer than their head); one whose offers lost races to another router re-reads.
     /// Bounded: the next notice or tick carries on.
+    ///
+    /// A round first reads a window of each index's ready agents in proportion to the tickets
+    /// it found ([`ROUND_AGENTS_PER_TICKET`], at least [`ROUND_AGENTS_AT_LEAST`]); only if a
+    /// ticket is left without an offer while an index had more ready agents than that does
+    /// the next round read up to `dispatch_agents` of them. With a few tickets a change and
+    /// thousands of ready agents, reading hundreds of agents per round was most of Redis's
+    /// work and of the bytes it sent.
     async fn dispatch_rounds(&self, departments: Vec<String>, expand: bool) -> Result<usize> {
         let mut made = 0;
+        let mut widen = false;
         for _ in 0..4 {
-            let (offers, more) = self.dispatch_round(&departments, expand).await?;
-            made += offers;
-            if offers == 0 || !more {
+            let round = self.dispatch_round(&departments, expand, widen).await?;
+            made += round.offers;
+            if round.unmatched_in_window && !widen {
+                widen = true;
+                continue;
+            }
+            if round.offers == 0 || !round.more {
                 break;
             }
         }
@@ -286,14 +319,30 @@ impl Router {
     /// One round: read the queue heads and ready agents of `departments` (and, with `expand`,
     /// of the other departments those agents serve), decide with [`Snapshot::dispatch`] over
     /// all of them at once (tickets in rank order across queues), and make the offers, one
-    /// script per department. Returns (offers made, whether another round may find more).
-    async fn dispatch_round(&self, departments: &[String], expand: bool) -> Result<(usize, bool)> {
+    /// script per department. `widen`: read up to `dispatch_agents` ready agents per index
+    /// rather than a window in proportion to the tickets (see `Router::dispatch_rounds`).
+    async fn dispatch_round(
+        &self,
+        departments: &[String],
+        expand: bool,
+        widen: bool,
+    ) -> Result<Round> {
         let s = &self.inner.settings;
         let teams = self.inner.config.steps.team_ids();
+        // A window starting anywhere in each index, so that with more ready agents than are
+        // read every one of them is as likely to be considered (the index is in id order).
+        let rotation = (uuid::Uuid::new_v4().as_u128() & u128::from(u32::MAX)) as u32;
+        let agent_read = AgentRead {
+            most: s.dispatch_agents,
+            per_ticket: if widen { 0 } else { ROUND_AGENTS_PER_TICKET },
+            least: ROUND_AGENTS_AT_LEAST,
+            rotation,
+        };
         let mut read: BTreeSet<String> = BTreeSet::new();
         let mut tickets: Vec<(String, LiveTicket)> = Vec::new();
         let mut agents: BTreeMap<String, LiveAgent> = BTreeMap::new();
         let mut full_head = false;
+        let mut partial = false;
         let mut pending: Vec<String> = departments.to_vec();
         while !pending.is_empty() {
             let batch: Vec<String> = pending
@@ -303,12 +352,17 @@ impl Router {
             let peeks = futures::future::join_all(batch.iter().map(|d| {
                 self.inner
                     .live
-                    .peek(d, s.dispatch_tickets, s.dispatch_agents, &teams)
+                    .peek_round(d, s.dispatch_tickets, agent_read, &teams)
             }))
             .await;
             for peeked in peeks {
-                let (t, a) = peeked?;
+                let Peeked {
+                    tickets: t,
+                    agents: a,
+                    partial: p,
+                } = peeked?;
                 full_head |= t.len() >= s.dispatch_tickets;
+                partial |= p;
                 tickets.extend(t);
                 for (id, agent) in a {
                     if expand && let Some(rec) = &agent.rec {
@@ -319,7 +373,11 @@ impl Router {
             }
         }
         if tickets.is_empty() || agents.is_empty() {
-            return Ok((0, false));
+            return Ok(Round {
+                offers: 0,
+                more: false,
+                unmatched_in_window: !tickets.is_empty() && partial,
+            });
         }
         let now = self.now();
         let now_ms = time_to_ms(now);
@@ -350,8 +408,14 @@ impl Router {
                     step: m.step_kind,
                 });
         }
+        let matched: usize = by_department.values().map(Vec::len).sum();
+        let unmatched_in_window = partial && matched < tickets.len();
         if by_department.is_empty() {
-            return Ok((0, false));
+            return Ok(Round {
+                offers: 0,
+                more: false,
+                unmatched_in_window,
+            });
         }
         let expire = self
             .inner
@@ -372,7 +436,11 @@ impl Router {
             lost |= reserved.len() < offers.len();
             made += reserved.len();
         }
-        Ok((made, full_head || lost))
+        Ok(Round {
+            offers: made,
+            more: full_head || lost,
+            unmatched_in_window,
+        })
     }
 
     /// Expires offers past their time (and accept holds of routers that died mid-accept).

@@ -23,7 +23,8 @@ use tierline_routing::live::model::{
 };
 use tierline_routing::live::on_redis::RedisLive;
 use tierline_routing::live::state::{
-    Claim, Ended, LiveState, NewOffer, Outcome, PresenceSet, RoutingState, Synced, TicketSync,
+    AgentRead, Claim, Ended, LiveState, NewOffer, Outcome, PresenceSet, RoutingState, Synced,
+    TicketSync,
 };
 use tierline_routing::live::{self, RedisSettings};
 use tierline_types::{Channel, Tier};
@@ -151,6 +152,7 @@ macro_rules! conformance {
 }
 
 conformance! {
+    a_round_reads_a_rotating_window_of_ready_agents_in_proportion_to_its_tickets,
     offer_decline_reoffer_accept_round_trip,
     the_queue_is_in_rank_order_whatever_the_arrival_order,
     a_done_tombstone_blocks_a_late_older_waiting,
@@ -762,6 +764,66 @@ async fn a_batch_of_syncs_leaves_the_state_the_same_syncs_one_by_one_leave(fx: F
     );
     fx.cleanup().await;
     batched.cleanup().await;
+}
+
+/// A dispatch round reads `per_ticket` ready agents per ticket found (at least `least`, at
+/// most `most`) from a window that starts at `rotation` modulo the index's size and wraps
+/// round, so every ready agent gets its turn however many there are; it says when the index
+/// held more than it read.
+async fn a_round_reads_a_rotating_window_of_ready_agents_in_proportion_to_its_tickets(fx: Fixture) {
+    let live = fx.live();
+    let agents: Vec<String> = (0..10).map(|i| format!("agent-{i}")).collect();
+    for agent in &agents {
+        sign_in(live, agent, &record(&["support"], 1)).await;
+    }
+    sync(live, &waiting("t1", "support", Tier::B, 1, 0), 0).await;
+    let read = |per_ticket, least, rotation| AgentRead {
+        most: 6,
+        per_ticket,
+        least,
+        rotation,
+    };
+    let ids = |p: &tierline_routing::live::state::Peeked| -> Vec<String> {
+        p.agents.iter().map(|(id, _)| id.clone()).collect()
+    };
+    // One ticket, two agents a ticket, at least three: three, from the 8th, wrapping round.
+    let p = live
+        .peek_round("support", 10, read(2, 3, 7), &[])
+        .await
+        .expect("peek");
+    assert_eq!(p.tickets.len(), 1);
+    assert_eq!(ids(&p), ["agent-7", "agent-8", "agent-9"]);
+    assert!(p.partial);
+    let p = live
+        .peek_round("support", 10, read(2, 3, 19), &[])
+        .await
+        .expect("peek");
+    assert_eq!(ids(&p), ["agent-9", "agent-0", "agent-1"], "wraps round");
+    // Two tickets at four a ticket: eight, capped at six.
+    sync(live, &waiting("t2", "support", Tier::B, 1, 1), 0).await;
+    let p = live
+        .peek_round("support", 10, read(4, 1, 5), &[])
+        .await
+        .expect("peek");
+    assert_eq!(
+        ids(&p),
+        [
+            "agent-5", "agent-6", "agent-7", "agent-8", "agent-9", "agent-0"
+        ]
+    );
+    // Every ready agent fits: all of them from the start, nothing left unread.
+    let all = AgentRead {
+        most: 20,
+        per_ticket: 0,
+        least: 1,
+        rotation: 13,
+    };
+    let p = live
+        .peek_round("support", 10, all, &[])
+        .await
+        .expect("peek");
+    assert_eq!(ids(&p), agents);
+    assert!(!p.partial);
 }
 
 /// A deep queue with every agent busy must not cost a read of its head on every change: with

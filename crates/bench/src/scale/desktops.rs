@@ -10,6 +10,10 @@
 //!    sending SyncTicket to the offer reaching a desktop's stream (enqueue to offer). Each
 //!    ticket is then synced DONE, which withdraws the offer and frees the agent, so the next
 //!    ticket meets the same state.
+//! 4. Then `--rate` waiting tickets a second for `--rate-for` (open loop: each is sent at its
+//!    scheduled time whatever the earlier ones are doing), each synced DONE as soon as its offer
+//!    arrives, so there is always a free agent: enqueue to offer at that rate, against issue 6's
+//!    p99 under 5 ms at 1,000 new tickets a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +52,12 @@ pub struct Args {
     /// Tickets synced one at a time with every desktop connected, for enqueue-to-offer.
     #[arg(long, default_value = "200", value_parser = positive_usize)]
     pub tickets: usize,
+    /// New waiting tickets a second in the open-loop probe (0 leaves it out).
+    #[arg(long, default_value = "1000")]
+    pub rate: u32,
+    /// How long the open-loop probe sends.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub rate_for: Duration,
 }
 
 /// Runs the scenario.
@@ -117,7 +127,16 @@ pub async fn run(common: &Common, args: &Args) -> Result<Report> {
     report.cpu = cpu::usage(&cpu_before, &cpu_after, probe_seconds, report.machine.cpus);
     report.cpu_seconds = probe_seconds;
     let rss_end = probe::rss_bytes(pid)?;
-    let ends = early_ends + probed.ends;
+    let at_rate = if args.rate > 0 {
+        eprintln!(
+            "desktops: {} tickets a second for {:?}, open loop",
+            args.rate, args.rate_for
+        );
+        Some(offers_at_rate(&routing, dept, args.rate, args.rate_for, &mut rx).await?)
+    } else {
+        None
+    };
+    let ends = early_ends + probed.ends + at_rate.as_ref().map_or(0, |r| r.ends);
 
     let n = args.desktops as f64;
     let agent_keys = ["agents", "ready", "staff", "leases"];
@@ -175,11 +194,59 @@ pub async fn run(common: &Common, args: &Args) -> Result<Report> {
         None,
         None,
     ));
+    if let Some(r) = &at_rate {
+        let sent = r.offered + r.missed;
+        f.push(
+            Figure::plain(
+                &format!("open loop: tickets synced at {}/s", args.rate),
+                sent as f64 / args.rate_for.as_secs_f64(),
+                "/s",
+            )
+            .target(Goal::AtLeast, f64::from(args.rate) * 0.95),
+        );
+        f.push(
+            Figure::plain(
+                "open loop: offers that reached a desktop",
+                r.offered as f64,
+                "",
+            )
+            .target(Goal::AtLeast, sent as f64),
+        );
+        let e2o = r.enqueue_to_offer.summary();
+        f.push(Figure::plain(
+            &format!("enqueue to offer at {}/s p50", args.rate),
+            e2o.p50_ms,
+            "ms",
+        ));
+        f.push(
+            Figure::plain(
+                &format!("enqueue to offer at {}/s p99", args.rate),
+                e2o.p99_ms,
+                "ms",
+            )
+            .target(Goal::AtMost, 5.0),
+        );
+        f.extend(latency_figures(
+            &format!("SyncTicket (new waiting) at {}/s", args.rate),
+            &r.sync.summary(),
+            None,
+            None,
+        ));
+        if let Some(e) = &r.first_error {
+            report.notes.push(format!(
+                "{} open-loop SyncTicket calls failed; first: {e}",
+                r.errors
+            ));
+        }
+    }
     f.push(
         Figure::plain("streams that ended during the run", ends as f64, "")
             .target(Goal::AtMost, 0.0),
     );
-    if let Some(why) = first_end.or(probed.first_end) {
+    if let Some(why) = first_end
+        .or(probed.first_end)
+        .or_else(|| at_rate.as_ref().and_then(|r| r.first_end.clone()))
+    {
         report.notes.push(format!("first stream end: {why}"));
     }
     report.details = json!({
@@ -210,6 +277,15 @@ pub async fn run(common: &Common, args: &Args) -> Result<Report> {
             "sync": probed.sync.summary(),
             "seconds": probe_seconds,
         },
+        "open_loop": at_rate.as_ref().map(|r| json!({
+            "rate": args.rate,
+            "seconds": args.rate_for.as_secs_f64(),
+            "offered": r.offered,
+            "missed": r.missed,
+            "errors": r.errors,
+            "enqueue_to_offer": r.enqueue_to_offer.summary(),
+            "sync": r.sync.summary(),
+        })),
         "stream_ends": ends,
     });
     // The streams close with the process; the router gives each session its resume grace.
@@ -337,4 +413,124 @@ async fn offers(
             .map_err(|s| anyhow::anyhow!("SyncTicket DONE: {s}"))?;
     }
     Ok(out)
+}
+
+/// What the open-loop probe saw.
+struct RateOffers {
+    offered: u64,
+    missed: u64,
+    errors: u64,
+    first_error: Option<String>,
+    enqueue_to_offer: Latency,
+    sync: Latency,
+    ends: u64,
+    first_end: Option<String>,
+}
+
+/// Syncs `rate` waiting tickets a second for `duration`, each at its scheduled time in a task
+/// of its own; each is timed from sending SyncTicket to its offer on a stream and then synced
+/// DONE, which frees the agent. Offers still missing 10 s after the last send are missed.
+async fn offers_at_rate(
+    routing: &Routing,
+    dept: &str,
+    rate: u32,
+    duration: Duration,
+    rx: &mut mpsc::UnboundedReceiver<client::Event>,
+) -> Result<RateOffers> {
+    let total = (f64::from(rate) * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    // Ticket id -> when its SyncTicket was sent; entered before the call, so an offer can
+    // never arrive for an id not there yet.
+    let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let sync_times: Arc<std::sync::Mutex<(Latency, u64, Option<String>)>> = Arc::default();
+    let sender = {
+        let (routing, dept, sent, sync_times) = (
+            routing.clone(),
+            dept.to_owned(),
+            Arc::clone(&sent),
+            Arc::clone(&sync_times),
+        );
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..total {
+                tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+                let id = uuid::Uuid::new_v4().to_string();
+                let ticket =
+                    client::waiting_ticket(&id, i, &dept, client::tier_of(i), SystemTime::now());
+                let (routing, sent, sync_times) =
+                    (routing.clone(), Arc::clone(&sent), Arc::clone(&sync_times));
+                calls.spawn(async move {
+                    let began = Instant::now();
+                    lock(&sent).insert(id, began);
+                    let result = routing.sync(ticket).await;
+                    let mut times = lock(&sync_times);
+                    match result {
+                        Ok(_) => times.0.record(began.elapsed()),
+                        Err(status) => {
+                            times.1 += 1;
+                            times.2.get_or_insert_with(|| status.to_string());
+                        }
+                    }
+                });
+                // Reap finished calls as we go, so the set stays small.
+                while calls.try_join_next().is_some() {}
+            }
+            while calls.join_next().await.is_some() {}
+        })
+    };
+    let mut out = RateOffers {
+        offered: 0,
+        missed: 0,
+        errors: 0,
+        first_error: None,
+        enqueue_to_offer: Latency::new(),
+        sync: Latency::new(),
+        ends: 0,
+        first_end: None,
+    };
+    let deadline = tokio::time::Instant::now() + duration + Duration::from_secs(10);
+    let mut dones = tokio::task::JoinSet::new();
+    while out.offered < total {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(event)) => match event.kind {
+                EventKind::Offer { ticket_id, .. } => {
+                    let Some(began) = lock(&sent).remove(&ticket_id) else {
+                        continue;
+                    };
+                    out.offered += 1;
+                    out.enqueue_to_offer
+                        .record(event.at.saturating_duration_since(began));
+                    let routing = routing.clone();
+                    dones.spawn(
+                        async move { routing.sync(client::done_ticket(&ticket_id, 2)).await },
+                    );
+                    while dones.try_join_next().is_some() {}
+                }
+                EventKind::Ended(why) => {
+                    out.ends += 1;
+                    out.first_end.get_or_insert(why);
+                }
+                EventKind::Presence(_) => {}
+            },
+            Ok(None) => bail!("every stream reader stopped"),
+            Err(_) => break,
+        }
+    }
+    sender.await.context("the open-loop sender failed")?;
+    while let Some(done) = dones.join_next().await {
+        done.context("a DONE sync task failed")?
+            .map_err(|s| anyhow::anyhow!("SyncTicket DONE: {s}"))?;
+    }
+    let (sync, errors, first_error) = std::mem::take(&mut *lock(&sync_times));
+    out.sync = sync;
+    out.errors = errors;
+    out.first_error = first_error;
+    out.missed = total.saturating_sub(out.offered);
+    Ok(out)
+}
+
+/// A std mutex's guard, poisoned or not (the data are counters and timestamps).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

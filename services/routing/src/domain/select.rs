@@ -28,6 +28,14 @@
 //! eligible and not yet matched in the round. Every agent thus gets the best-ranked ticket left
 //! for it, and every ticket the best agent left for it.
 //!
+//! **Which agents a round sees** (`Router::dispatch_rounds`). Up to 64 ready agents per
+//! department or team, every one is read and the choice above is exact. With more, a round
+//! reads 8 per ticket it found (at least 64) from a window that starts at a random place in the
+//! ready index, and widens to `router.dispatch_agents` only if a ticket found no agent in the
+//! window. The choice is then the best in the window: every ready agent is as likely to be in
+//! it, so load stays even, and a round costs in proportion to its tickets rather than to the
+//! agents signed in.
+//!
 //! [`RankKey`]: crate::domain::queue::RankKey
 
 use std::cmp::Ordering;

@@ -72,8 +72,8 @@ use super::model::{
 };
 use super::scripts::WINDOW_MINUTES;
 use super::state::{
-    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PreparedSync,
-    PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
+    AgentRead, Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, Peeked,
+    PreparedSync, PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
 };
 use crate::domain::queue::RankKey;
 
@@ -929,16 +929,10 @@ impl Inner {
 
     /// The PEEK script.
     #[allow(clippy::type_complexity)]
-    fn peek(
-        &self,
-        department: &str,
-        tickets: usize,
-        agents: usize,
-        teams: &[&str],
-    ) -> (Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>) {
+    fn peek(&self, department: &str, tickets: usize, read: AgentRead, teams: &[&str]) -> Peeked {
         // Nobody ready anywhere: no offer could be made, as in the script.
         if self.ready.is_empty() {
-            return (Vec::new(), Vec::new());
+            return Peeked::default();
         }
         let mut found = Vec::new();
         let mut named = BTreeSet::new();
@@ -972,11 +966,20 @@ impl Inner {
                 out.push((id.to_owned(), a.to_live()));
             }
         };
+        let mut partial = false;
         if !found.is_empty() {
             let names = std::iter::once(department.to_owned())
                 .chain(teams.iter().map(|team| format!("\u{1}{team}")));
             for name in names {
-                for (_, id) in index_range(&self.ready, &name).take(agents) {
+                let count = index_range(&self.ready, &name).count();
+                let (want, from) = read.window(count, found.len());
+                partial |= count > want;
+                // The window from `from`, wrapping round to the start.
+                let window = index_range(&self.ready, &name)
+                    .skip(from)
+                    .chain(index_range(&self.ready, &name).take(from))
+                    .take(want);
+                for (_, id) in window {
                     add_agent(id);
                 }
             }
@@ -984,7 +987,11 @@ impl Inner {
                 add_agent(id);
             }
         }
-        (found, out)
+        Peeked {
+            tickets: found,
+            agents: out,
+            partial,
+        }
     }
 
     /// The RESERVE script.
@@ -1578,14 +1585,14 @@ impl LiveState for InMemoryLive {
     }
 
     #[allow(clippy::type_complexity)]
-    async fn peek(
+    async fn peek_round(
         &self,
         department: &str,
         tickets: usize,
-        agents: usize,
+        read: AgentRead,
         teams: &[&str],
-    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), LiveError> {
-        self.with(|s| Ok(s.peek(department, tickets.max(1), agents.max(1), teams)))
+    ) -> Result<Peeked, LiveError> {
+        self.with(|s| Ok(s.peek(department, tickets.max(1), read, teams)))
     }
 
     async fn reserve(

@@ -15,8 +15,8 @@ use super::keys::Keys;
 use super::model::{LiveAgent, LiveDeptStats, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
 use super::scripts::{self, APPLIED, IGNORED, MISSING, MOVED, NOT_PENDING, NOT_YOURS};
 use super::state::{
-    Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, PreparedSync,
-    PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
+    AgentRead, Claim, DeptWaiting, ENDED_OFFER_TTL_MS, Ended, LiveState, NewOffer, Outcome, Peeked,
+    PreparedSync, PresenceSet, RoutingState, Synced, TOMBSTONE_TTL_MS, TicketSync, TierWaiting,
 };
 use crate::domain::queue::RankKey;
 
@@ -322,13 +322,13 @@ impl LiveState for RedisLive {
     /// an offer; up to `agents` ready agents serving it and as many of each of `teams`; and
     /// the agents the tickets name. One round trip.
     #[allow(clippy::type_complexity)]
-    async fn peek(
+    async fn peek_round(
         &self,
         department: &str,
         tickets: usize,
-        agents: usize,
+        read: AgentRead,
         teams: &[&str],
-    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), LiveError> {
+    ) -> Result<Peeked, LiveError> {
         let k = &self.keys;
         let mut call = scripts::PEEK.prepare_invoke();
         call.key(k.queue(department))
@@ -337,12 +337,20 @@ impl LiveState for RedisLive {
             .key(k.agents())
             .arg(department)
             .arg(tickets.max(1))
-            .arg(agents.max(1));
+            .arg(read.most.max(1))
+            .arg(read.per_ticket)
+            .arg(read.least.max(1))
+            .arg(read.rotation);
         for team in teams {
             call.arg(*team);
         }
-        let (t, a): (Vec<String>, Vec<String>) = call.invoke_async(&mut self.conn()).await?;
-        Ok((decode_pairs(t)?, decode_pairs(a)?))
+        let (t, a, partial): (Vec<String>, Vec<String>, i64) =
+            call.invoke_async(&mut self.conn()).await?;
+        Ok(Peeked {
+            tickets: decode_pairs(t)?,
+            agents: decode_pairs(a)?,
+            partial: partial == 1,
+        })
     }
 
     /// Makes the offers of a dispatch round in `department`; returns the reservations made

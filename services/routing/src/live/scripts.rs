@@ -292,13 +292,21 @@ return {1, v, rank, cancelled, false}
 /// offer could come of reading the queue. This keeps a deep queue with every agent busy, or an
 /// intake burst with nobody signed in, from costing a read of the queue's head per change.
 ///
-/// KEYS: 1 queue, 2 tickets, 3 ready, 4 agents. ARGV: 1 dept, 2 tickets wanted, 3 agents
-/// wanted per index, then team ids. Returns {{ticket id, ticket json, ...}, {agent id, agent
-/// json, ...}}.
+/// How many ready agents are read per index (the department, each team): all of them up to
+/// the cap (ARGV 3) when ARGV 4 is 0; else `ARGV 4 × tickets found`, at least ARGV 5, at most
+/// the cap. A window of the index starting at `ARGV 6 mod count` and wrapping round, so that
+/// with more ready agents than are read each is as likely to be seen (the index is in id order:
+/// reading from its start would give the lowest ids all the work). The reply says whether an
+/// index had more ready agents than were read.
+///
+/// KEYS: 1 queue, 2 tickets, 3 ready, 4 agents. ARGV: 1 dept, 2 tickets wanted, 3 agents at
+/// most per index, 4 agents per ticket found (0: the cap), 5 agents at least, 6 rotation,
+/// then team ids. Returns {{ticket id, ticket json, ...}, {agent id, agent json, ...},
+/// 1 if an index had more than were read else 0}.
 pub static PEEK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-if redis.call('ZCARD', KEYS[3]) == 0 then return {{}, {}} end
+if redis.call('ZCARD', KEYS[3]) == 0 then return {{}, {}, 0} end
 local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 local tickets, seen, agents = {}, {}, {}
 local function add_agent(id)
@@ -328,17 +336,33 @@ for _, m in ipairs(members) do
     end
   end
 end
+local want = tonumber(ARGV[3])
+if tonumber(ARGV[4]) > 0 then
+  want = math.min(want, math.max(tonumber(ARGV[5]), tonumber(ARGV[4]) * (#tickets / 2)))
+end
+local rotation, partial = tonumber(ARGV[6]), 0
 local function add_index(name)
   local prefix = name .. '\0'
-  local entries = redis.call('ZRANGEBYLEX', KEYS[3], '[' .. prefix, '(' .. name .. '\1', 'LIMIT', 0, tonumber(ARGV[3]))
+  local lo, hi = '[' .. prefix, '(' .. name .. '\1'
+  local count = redis.call('ZLEXCOUNT', KEYS[3], lo, hi)
+  local from = 0
+  if count > want then
+    partial = 1
+    from = rotation % count
+  end
+  local entries = redis.call('ZRANGEBYLEX', KEYS[3], lo, hi, 'LIMIT', from, want)
   for _, m in ipairs(entries) do add_agent(string.sub(m, #prefix + 1)) end
+  if #entries < want and from > 0 then
+    entries = redis.call('ZRANGEBYLEX', KEYS[3], lo, hi, 'LIMIT', 0, math.min(want - #entries, from))
+    for _, m in ipairs(entries) do add_agent(string.sub(m, #prefix + 1)) end
+  end
 end
 if #tickets > 0 then
   add_index(ARGV[1])
-  for i = 4, #ARGV do add_index('\1' .. ARGV[i]) end
+  for i = 7, #ARGV do add_index('\1' .. ARGV[i]) end
   for id, _ in pairs(named) do add_agent(id) end
 end
-return {tickets, agents}
+return {tickets, agents, partial}
 "#,
     )
 });

@@ -203,6 +203,64 @@ pub enum PresenceSet {
 }
 
 /// Waiting tickets of one tier in one department.
+/// How many ready agents a dispatch round reads per index (its department, each team), and
+/// from where: the PEEK script's rule (see `scripts::PEEK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentRead {
+    /// Never more than this many per index.
+    pub most: usize,
+    /// This many per ticket found (0: `most` whatever the tickets).
+    pub per_ticket: usize,
+    /// At least this many (when `per_ticket` is not 0).
+    pub least: usize,
+    /// Where the window starts, modulo the index's size, when it holds more than are read.
+    pub rotation: u32,
+}
+
+impl AgentRead {
+    /// Up to `most` per index, from its start.
+    pub fn up_to(most: usize) -> AgentRead {
+        AgentRead {
+            most,
+            per_ticket: 0,
+            least: most,
+            rotation: 0,
+        }
+    }
+
+    /// How many to read from an index of `count` ready agents, for `tickets` tickets found,
+    /// and from which position.
+    pub fn window(&self, count: usize, tickets: usize) -> (usize, usize) {
+        let most = self.most.max(1);
+        let want = if self.per_ticket == 0 {
+            most
+        } else {
+            most.min(
+                self.least
+                    .max(1)
+                    .max(self.per_ticket.saturating_mul(tickets)),
+            )
+        };
+        let from = if count > want {
+            self.rotation as usize % count
+        } else {
+            0
+        };
+        (want, from)
+    }
+}
+
+/// What [`LiveState::peek_round`] read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Peeked {
+    /// The queue's head, best first.
+    pub tickets: Vec<(String, LiveTicket)>,
+    /// The agents read, ready or named by a ticket.
+    pub agents: Vec<(String, LiveAgent)>,
+    /// Whether an index had more ready agents than were read.
+    pub partial: bool,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TierWaiting {
     /// Waiting, pending offers included.
@@ -247,9 +305,19 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<Result<Synced, LiveError>>, LiveError>;
 
     /// What a dispatch round of `department` needs: the best `tickets` waiting tickets without
-    /// an offer; up to `agents` ready agents serving it and as many of each of `teams`; and
-    /// the agents the tickets name. Nothing at all while no agent is ready anywhere (no offer
+    /// an offer; ready agents serving it and each of `teams`, as many as `read` says; and the
+    /// agents the tickets name. Nothing at all while no agent is ready anywhere (no offer
     /// could be made), so a deep queue with every agent busy is not read on every change.
+    async fn peek_round(
+        &self,
+        department: &str,
+        tickets: usize,
+        read: AgentRead,
+        teams: &[&str],
+    ) -> Result<Peeked, LiveError>;
+
+    /// [`LiveState::peek_round`] reading up to `agents` ready agents per index, from the
+    /// start of each.
     #[allow(clippy::type_complexity)]
     async fn peek(
         &self,
@@ -257,7 +325,12 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
         tickets: usize,
         agents: usize,
         teams: &[&str],
-    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), LiveError>;
+    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), LiveError> {
+        let peeked = self
+            .peek_round(department, tickets, AgentRead::up_to(agents), teams)
+            .await?;
+        Ok((peeked.tickets, peeked.agents))
+    }
 
     /// Makes the offers of a dispatch round in `department`; returns the reservations made
     /// (offers whose ticket or agent changed since the round's read are skipped).
