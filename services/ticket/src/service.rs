@@ -194,30 +194,53 @@ impl<S: TicketStore> Tickets<S> {
     /// history and event, as the routing service's change. A ticket that is no longer NEW (the
     /// router answered after an agent already took it, or a repeat) is left as it is.
     pub async fn enqueue(&self, id: TicketId) -> Result<Ticket> {
-        let rules = self.rules.clone();
         let at = now();
         let (ticket, ()) = self
             .store
-            .mutate(id, None, at, |t| {
-                if t.state != TicketState::New {
-                    return Ok(Mutation {
-                        events: vec![],
-                        value: (),
-                    });
-                }
-                let events = ticket::apply_move(
-                    t,
-                    Move::Enqueue,
-                    MoveContext::default(),
-                    &Actor::routing_service(),
-                    &rules,
-                    at,
-                )?;
-                Ok(Mutation { events, value: () })
-            })
+            .mutate(id, None, at, self.enqueue_move(at))
             .await
             .map_err(about(id))?;
         Ok(ticket)
+    }
+
+    /// [`Tickets::enqueue`] of a ticket just created, as `created` holds it: written without
+    /// reading it again unless it changed meanwhile (intake's hot path).
+    pub async fn enqueue_created(&self, created: &Ticket) -> Result<Ticket> {
+        let at = now();
+        match self
+            .store
+            .mutate_known(created.clone(), at, self.enqueue_move(at))
+            .await
+            .map_err(about(created.id))?
+        {
+            Some((ticket, ())) => Ok(ticket),
+            None => self.enqueue(created.id).await,
+        }
+    }
+
+    /// NEW to QUEUED at `at`; nothing for a ticket in any other state.
+    fn enqueue_move(
+        &self,
+        at: OffsetDateTime,
+    ) -> impl FnOnce(&mut Ticket) -> Result<Mutation<()>> + Send + use<S> {
+        let rules = self.rules.clone();
+        move |t| {
+            if t.state != TicketState::New {
+                return Ok(Mutation {
+                    events: vec![],
+                    value: (),
+                });
+            }
+            let events = ticket::apply_move(
+                t,
+                Move::Enqueue,
+                MoveContext::default(),
+                &Actor::routing_service(),
+                &rules,
+                at,
+            )?;
+            Ok(Mutation { events, value: () })
+        }
     }
 
     /// Records that an agent accepted the routing offer for the ticket. Repeating it with the

@@ -101,6 +101,7 @@ conformance!(
     the_routing_relay_sends_each_touched_ticket_once_and_resumes_after_what_was_delivered,
     a_ticket_the_router_has_is_queued_once_by_the_routing_service,
     while_the_router_is_down_the_relay_keeps_its_place_and_tickets_stay_new,
+    a_change_to_a_known_ticket_is_written_only_at_the_version_known,
 );
 
 // ---- what a test needs from a store beyond the trait ------------------------------------------
@@ -2013,4 +2014,71 @@ mod sqlite_only {
             .expect_err("closed");
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
     }
+}
+
+/// Intake's NEW to QUEUED writes the ticket as it holds it, without reading it again: the
+/// change and its event are stored exactly as the locking path stores them, and not at all if
+/// the ticket moved on since.
+async fn a_change_to_a_known_ticket_is_written_only_at_the_version_known<S: TicketStore>(
+    store: &S,
+) {
+    let rules = rules();
+    let enqueue = |now: OffsetDateTime| {
+        let rules = rules.clone();
+        move |t: &mut Ticket| {
+            let events = ticket::apply_move(
+                t,
+                Move::Enqueue,
+                MoveContext::default(),
+                &routing_actor(),
+                &rules,
+                now,
+            )
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+            Ok(Mutation { events, value: () })
+        }
+    };
+    let created = create(store, open("call-known-write")).await;
+    let now = micros_now();
+    let (queued, ()) = store
+        .mutate_known(created.clone(), now, enqueue(now))
+        .await
+        .expect("write")
+        .expect("at the version known");
+    assert_eq!(queued.state, TicketState::Queued);
+    assert_eq!(queued.version, created.version + 1);
+    assert_eq!(store.get(created.id).await.expect("read"), queued);
+    let history = store.history(created.id, 0, 10).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].event.kind, EventKind::StateChanged);
+    assert_eq!(history[1].ticket_version, queued.version);
+    assert!(
+        all_events(store)
+            .await
+            .iter()
+            .any(|e| e.ticket_id == created.id && e.ticket_version == queued.version),
+        "the event is in the log"
+    );
+    // Held at the old version: nothing is written.
+    let stale = store
+        .mutate_known(created.clone(), now, enqueue(now))
+        .await
+        .expect("no error");
+    assert!(stale.is_none());
+    assert_eq!(store.get(created.id).await.expect("read"), queued);
+    assert_eq!(
+        store
+            .history(created.id, 0, 10)
+            .await
+            .expect("history")
+            .len(),
+        2
+    );
+    // No events: nothing to write, the ticket as changed is returned.
+    let (same, ()) = store
+        .mutate_known(queued.clone(), now, no_change)
+        .await
+        .expect("no change")
+        .expect("no write needed");
+    assert_eq!(same, queued);
 }

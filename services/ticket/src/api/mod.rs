@@ -169,7 +169,7 @@ impl<S: TicketStore> TicketService for TicketApi<S> {
             // The router has it: record that now (NEW -> QUEUED), so the reply's state says
             // what the caller's position does. Should this fail, the relay queues it later.
             Some((position, wait)) if ticket.state == pb::TicketState::New as i32 => {
-                let enqueued = self.tickets.enqueue(created.ticket.id).await;
+                let enqueued = self.tickets.enqueue_created(&created.ticket).await;
                 if let (Ok(queued), Some(router)) = (&enqueued, &self.router)
                     && queued.state == TicketState::Queued
                     && queued.version == created.ticket.version + 1

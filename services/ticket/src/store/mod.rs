@@ -23,7 +23,7 @@ use crate::domain::ticket::{
     Actor, Comment, Link, LinkKind, NewEvent, RecordedEvent, Ticket, TicketId, TicketNumber,
     Visibility,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use feed::EventFeed;
 
 pub use pg::{MIGRATOR, PUBLISH_LOCK, PgStore};
@@ -193,6 +193,33 @@ pub trait TicketStore: Clone + Send + Sync + 'static {
     where
         T: Send,
         F: FnOnce(&mut Ticket) -> Result<Mutation<T>> + Send;
+
+    /// [`TicketStore::mutate`] of a ticket the caller holds as it was just written (`known`),
+    /// without reading it again: `None`, and nothing written, if the stored ticket is no longer
+    /// at `known`'s version. By default the locking path with that version expected;
+    /// PostgreSQL writes the change and its events in one statement instead of five round
+    /// trips (the intake's NEW to QUEUED, right after the ticket was created).
+    fn mutate_known<T, F>(
+        &self,
+        known: Ticket,
+        now: OffsetDateTime,
+        change: F,
+    ) -> impl Future<Output = Result<Option<(Ticket, T)>>> + Send
+    where
+        T: Send,
+        F: FnOnce(&mut Ticket) -> Result<Mutation<T>> + Send,
+    {
+        async move {
+            match self
+                .mutate(known.id, Some(known.version), now, change)
+                .await
+            {
+                Ok(done) => Ok(Some(done)),
+                Err(Error::StaleVersion { .. }) => Ok(None),
+                Err(other) => Err(other),
+            }
+        }
+    }
 
     /// A page of tickets matching `filter`, in its order, after the (created_at, id) cursor; up
     /// to one more than the page size, which tells whether another page follows.

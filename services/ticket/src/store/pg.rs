@@ -1,23 +1,22 @@
 //! Tickets in PostgreSQL.
 //!
 //! Every change is one transaction: lock the ticket row, let pure domain code change the loaded
-//! ticket, write the row back and append its events (history and outbox in one table), then
-//! `NOTIFY` so streams wake. Intake is a single statement, the hot path.
+//! ticket, write the row back and append its events (history and outbox in one table). After
+//! commit a publishing pass gives the events their log positions and notifies readers (see
+//! [`PUBLISH_LOCK`]). The hot path is one statement each: intake, and the NEW to QUEUED move
+//! that follows it ([`TicketStore::mutate_known`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::identity;
+use std::sync::{Arc, LazyLock};
 
 use sqlx::postgres::PgPool;
 use sqlx::types::Json;
 use sqlx::{FromRow, Postgres, QueryBuilder, Transaction};
 use time::OffsetDateTime;
-use uuid::Uuid;
-
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use super::common::{self, CommentRecord, EventRecord, TicketRecord, ticket_columns};
 use super::feed::EventFeed;
@@ -196,6 +195,38 @@ const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// reader) per commit: 8,878 passes for 15,129 tickets in one benchmark run.
 const PUBLISH_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Events as the columns UNNEST binds, one array each.
+struct EventColumns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    actor_kinds: Vec<&'a str>,
+    actor_ids: Vec<&'a str>,
+    froms: Vec<&'a str>,
+    tos: Vec<&'a str>,
+    reasons: Vec<&'a str>,
+    // Arrays of arrays do not bind; changed fields travel as one comma-joined string each.
+    changed: Vec<String>,
+    comments: Vec<Option<Uuid>>,
+    related: Vec<Option<Uuid>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [NewEvent]) -> Self {
+        EventColumns {
+            ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            kinds: events.iter().map(|e| e.kind.as_str()).collect(),
+            actor_kinds: events.iter().map(|e| e.actor.kind.as_str()).collect(),
+            actor_ids: events.iter().map(|e| e.actor.id.as_str()).collect(),
+            froms: events.iter().map(|e| e.from.as_str()).collect(),
+            tos: events.iter().map(|e| e.to.as_str()).collect(),
+            reasons: events.iter().map(|e| e.reason.as_str()).collect(),
+            changed: events.iter().map(|e| e.changed_fields.join(",")).collect(),
+            comments: events.iter().map(|e| e.comment_id).collect(),
+            related: events.iter().map(|e| e.related_ticket_id).collect(),
+        }
+    }
+}
+
 /// Appends events for `ticket` (already at its new version) in one statement. They become
 /// readable in the log once published, after commit (the caller wakes the sequencer).
 async fn append_events(
@@ -208,18 +239,7 @@ async fn append_events(
     if events.is_empty() {
         return Ok(());
     }
-    let n = events.len();
-    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let actor_kinds: Vec<&str> = events.iter().map(|e| e.actor.kind.as_str()).collect();
-    let actor_ids: Vec<&str> = events.iter().map(|e| e.actor.id.as_str()).collect();
-    let froms: Vec<&str> = events.iter().map(|e| e.from.as_str()).collect();
-    let tos: Vec<&str> = events.iter().map(|e| e.to.as_str()).collect();
-    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
-    // Arrays of arrays do not bind; changed fields travel as one comma-joined string each.
-    let changed: Vec<String> = events.iter().map(|e| e.changed_fields.join(",")).collect();
-    let comments: Vec<Option<Uuid>> = events.iter().map(|e| e.comment_id).collect();
-    let related: Vec<Option<Uuid>> = events.iter().map(|e| e.related_ticket_id).collect();
+    let columns = EventColumns::of(events);
     sqlx::query(
         "INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, actor_id, \
            from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, event_at, snapshot) \
@@ -235,16 +255,16 @@ async fn append_events(
     .bind(ticket.version)
     .bind(now)
     .bind(snapshot)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&actor_kinds)
-    .bind(&actor_ids)
-    .bind(&froms)
-    .bind(&tos)
-    .bind(&reasons)
-    .bind(&changed)
-    .bind(&comments)
-    .bind(&related)
+    .bind(&columns.ids)
+    .bind(&columns.kinds)
+    .bind(&columns.actor_kinds)
+    .bind(&columns.actor_ids)
+    .bind(&columns.froms)
+    .bind(&columns.tos)
+    .bind(&columns.reasons)
+    .bind(&columns.changed)
+    .bind(&columns.comments)
+    .bind(&columns.related)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -553,6 +573,35 @@ impl TicketStore for PgStore {
         tx.commit().await?;
         self.appended.notify_one();
         Ok((ticket, value))
+    }
+
+    /// One statement, atomic on its own: the write-back and the events, only if the stored
+    /// ticket is still at `known`'s version.
+    async fn mutate_known<T, F>(
+        &self,
+        known: Ticket,
+        now: OffsetDateTime,
+        change: F,
+    ) -> Result<Option<(Ticket, T)>>
+    where
+        T: Send,
+        F: FnOnce(&mut Ticket) -> Result<Mutation<T>> + Send,
+    {
+        let from_version = known.version;
+        let mut ticket = known;
+        let Mutation { events, value } = change(&mut ticket)?;
+        if events.is_empty() {
+            return Ok(Some((ticket, value)));
+        }
+        let snapshot = (self.snapshot)(&ticket);
+        let written =
+            save_and_append_if_at(&self.pool, &ticket, from_version, &events, &snapshot, now)
+                .await?;
+        if !written {
+            return Ok(None);
+        }
+        self.appended.notify_one();
+        Ok(Some((ticket, value)))
     }
 
     /// A page of tickets matching `filter`, in its order, after the (created_at, id) cursor.
@@ -1094,6 +1143,66 @@ async fn insert_new(
         .fetch_one(executor)
         .await?;
     Ok(inserted == 1)
+}
+
+/// [`common::UPDATE_TICKET`] and [`append_events`] in one statement, when the stored ticket is
+/// still at `from_version`; whether it was.
+static SAVE_AND_APPEND_IF_AT: LazyLock<String> = LazyLock::new(|| {
+    let update = common::UPDATE_TICKET
+        .strip_suffix("WHERE id = $1")
+        .unwrap_or(common::UPDATE_TICKET);
+    format!(
+        "WITH u AS ({update} WHERE id = $1 AND version = $49 RETURNING id, version), \
+         e AS (INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, \
+             actor_id, from_state, to_state, reason, changed_fields, comment_id, \
+             related_ticket_id, event_at, snapshot) \
+           SELECT e.id, u.id, u.version, e.kind, e.actor_kind, e.actor_id, e.from_state, \
+             e.to_state, e.reason, \
+             CASE WHEN e.changed = '' THEN '{{}}'::text[] ELSE string_to_array(e.changed, ',') END, \
+             e.comment_id, e.related, $50, $51 \
+           FROM u, UNNEST($52::uuid[], $53::text[], $54::text[], $55::text[], $56::text[], \
+                $57::text[], $58::text[], $59::text[], $60::uuid[], $61::uuid[]) WITH ORDINALITY \
+             AS e(id, kind, actor_kind, actor_id, from_state, to_state, reason, changed, \
+                  comment_id, related, ord) \
+           ORDER BY e.ord \
+           RETURNING 1) \
+         SELECT count(*) FROM u"
+    )
+});
+
+async fn save_and_append_if_at(
+    pool: &PgPool,
+    ticket: &Ticket,
+    from_version: i64,
+    events: &[NewEvent],
+    snapshot: &[u8],
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let columns = EventColumns::of(events);
+    let q =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(SAVE_AND_APPEND_IF_AT.as_str())).bind(ticket.id.0);
+    let written: i64 = common::bind_mutable!(
+        q,
+        common::TicketColumns::of(ticket, now),
+        time = identity,
+        list = identity
+    )
+    .bind(from_version)
+    .bind(now)
+    .bind(snapshot)
+    .bind(&columns.ids)
+    .bind(&columns.kinds)
+    .bind(&columns.actor_kinds)
+    .bind(&columns.actor_ids)
+    .bind(&columns.froms)
+    .bind(&columns.tos)
+    .bind(&columns.reasons)
+    .bind(&columns.changed)
+    .bind(&columns.comments)
+    .bind(&columns.related)
+    .fetch_one(pool)
+    .await?;
+    Ok(written == 1)
 }
 
 async fn save(tx: &mut Transaction<'_, Postgres>, t: &Ticket, now: OffsetDateTime) -> Result<()> {
