@@ -195,6 +195,22 @@ const PUBLISH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// reader) per commit: 8,878 passes for 15,129 tickets in one benchmark run.
 const PUBLISH_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Binds an [`EventColumns`]' arrays, in order, to a query or scalar query.
+macro_rules! bind_event_columns {
+    ($q:expr, $c:expr) => {
+        $q.bind(&$c.ids)
+            .bind(&$c.kinds)
+            .bind(&$c.actor_kinds)
+            .bind(&$c.actor_ids)
+            .bind(&$c.froms)
+            .bind(&$c.tos)
+            .bind(&$c.reasons)
+            .bind(&$c.changed)
+            .bind(&$c.comments)
+            .bind(&$c.related)
+    };
+}
+
 /// Events as the columns UNNEST binds, one array each.
 struct EventColumns<'a> {
     ids: Vec<Uuid>,
@@ -240,7 +256,7 @@ async fn append_events(
         return Ok(());
     }
     let columns = EventColumns::of(events);
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO ticket_events (event_id, ticket_id, ticket_version, kind, actor_kind, actor_id, \
            from_state, to_state, reason, changed_fields, comment_id, related_ticket_id, event_at, snapshot) \
          SELECT e.id, $1, $2, e.kind, e.actor_kind, e.actor_id, e.from_state, e.to_state, e.reason, \
@@ -254,19 +270,8 @@ async fn append_events(
     .bind(ticket.id.0)
     .bind(ticket.version)
     .bind(now)
-    .bind(snapshot)
-    .bind(&columns.ids)
-    .bind(&columns.kinds)
-    .bind(&columns.actor_kinds)
-    .bind(&columns.actor_ids)
-    .bind(&columns.froms)
-    .bind(&columns.tos)
-    .bind(&columns.reasons)
-    .bind(&columns.changed)
-    .bind(&columns.comments)
-    .bind(&columns.related)
-    .execute(&mut **tx)
-    .await?;
+    .bind(snapshot);
+    bind_event_columns!(q, columns).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -1181,7 +1186,7 @@ async fn save_and_append_if_at(
     let columns = EventColumns::of(events);
     let q =
         sqlx::query_scalar(sqlx::AssertSqlSafe(SAVE_AND_APPEND_IF_AT.as_str())).bind(ticket.id.0);
-    let written: i64 = common::bind_mutable!(
+    let q = common::bind_mutable!(
         q,
         common::TicketColumns::of(ticket, now),
         time = identity,
@@ -1189,19 +1194,8 @@ async fn save_and_append_if_at(
     )
     .bind(from_version)
     .bind(now)
-    .bind(snapshot)
-    .bind(&columns.ids)
-    .bind(&columns.kinds)
-    .bind(&columns.actor_kinds)
-    .bind(&columns.actor_ids)
-    .bind(&columns.froms)
-    .bind(&columns.tos)
-    .bind(&columns.reasons)
-    .bind(&columns.changed)
-    .bind(&columns.comments)
-    .bind(&columns.related)
-    .fetch_one(pool)
-    .await?;
+    .bind(snapshot);
+    let written: i64 = bind_event_columns!(q, columns).fetch_one(pool).await?;
     Ok(written == 1)
 }
 
