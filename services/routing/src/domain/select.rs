@@ -271,16 +271,32 @@ impl<'a> Snapshot<'a> {
 
     /// The offers one dispatch round makes (see the module documentation), in ticket rank
     /// order. The caller makes them and runs another round after any change.
+    ///
+    /// The agents are put in selection order once per channel (the order is total and does not
+    /// change within a round), and each ticket takes the first eligible agent not yet matched:
+    /// the same choice as the best of all eligible agents, without checking every agent for
+    /// every ticket (a round of 64 tickets and 500 agents checked 32,000 pairs).
     pub fn dispatch(&self) -> Vec<Match> {
         let mut matched: BTreeSet<&str> = BTreeSet::new();
         let mut matches = Vec::new();
+        // A handful of channels: a list is enough.
+        let mut orders: Vec<(Channel, Vec<&AgentState>)> = Vec::new();
         for ticket in self.tickets.iter().filter(|t| t.offered_to.is_none()) {
             let ladder = self.ladder(ticket);
-            let best = self
-                .agents()
-                .filter(|a| !matched.contains(a.id.as_str()))
-                .filter(|a| self.is_eligible(a, ticket, &ladder))
-                .min_by(|a, b| compare_agents(a, b, ticket.channel, self.config.selection));
+            let at = match orders.iter().position(|(c, _)| *c == ticket.channel) {
+                Some(i) => i,
+                None => {
+                    let order =
+                        selection_order(self.agents(), ticket.channel, self.config.selection);
+                    orders.push((ticket.channel, order));
+                    orders.len() - 1
+                }
+            };
+            let order = &orders[at].1;
+            let best = order
+                .iter()
+                .copied()
+                .find(|a| !matched.contains(a.id.as_str()) && self.is_eligible(a, ticket, &ladder));
             if let Some(agent) = best {
                 matched.insert(agent.id.as_str());
                 let step_kind = first_reaching_step(agent, ticket, &ladder.steps)
@@ -572,7 +588,99 @@ mod tests {
         ]
     }
 
+    /// [`Snapshot::dispatch`] as first written: every eligible agent compared for every
+    /// ticket. The property test below holds the sorted version to it.
+    fn dispatch_by_comparing_all(snapshot: &Snapshot<'_>) -> Vec<Match> {
+        let mut matched: BTreeSet<&str> = BTreeSet::new();
+        let mut matches = Vec::new();
+        for ticket in snapshot.tickets.iter().filter(|t| t.offered_to.is_none()) {
+            let ladder = snapshot.ladder(ticket);
+            let best = snapshot
+                .agents()
+                .filter(|a| !matched.contains(a.id.as_str()))
+                .filter(|a| snapshot.eligibility(a, ticket, &ladder).is_ok())
+                .min_by(|a, b| compare_agents(a, b, ticket.channel, snapshot.config.selection));
+            if let Some(agent) = best {
+                matched.insert(agent.id.as_str());
+                let step_kind = first_reaching_step(agent, ticket, &ladder.steps)
+                    .and_then(|i| ladder.steps.get(i))
+                    .map_or(StepKind::Department, |s| s.kind);
+                matches.push(Match {
+                    ticket_id: ticket.id.clone(),
+                    agent_id: agent.id.clone(),
+                    step_kind,
+                });
+            }
+        }
+        matches
+    }
+
+    fn arb_channel() -> impl Strategy<Value = Channel> {
+        prop_oneof![
+            Just(Channel::Chat),
+            Just(Channel::Voice),
+            Just(Channel::Web)
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn a_round_matches_as_comparing_every_eligible_agent_would(
+            policy in arb_policy(),
+            agents in proptest::collection::vec(
+                (0u32..3, 0u32..3, 0i64..200, any::<bool>(), 0u8..3, any::<bool>()),
+                0..12,
+            ),
+            tickets in proptest::collection::vec(
+                (arb_channel(), 0i64..600, any::<bool>(), 0u8..3),
+                0..10,
+            ),
+        ) {
+            let config = RoutingConfig { selection: policy, ..RoutingConfig::default() };
+            let departments = ["d", "e"];
+            let states: Vec<AgentState> = agents
+                .iter()
+                .enumerate()
+                .map(|(i, &(chat, active, idle, skilled, dept, available))| {
+                    let mut a = agent(&format!("agent-{i:02}"), &[departments[usize::from(dept) % 2]], chat);
+                    if dept == 2 {
+                        a.departments.insert("e".to_owned());
+                    }
+                    a.idle_since = Some(at(idle));
+                    for _ in 0..active.min(chat) {
+                        a.assign(Channel::Chat, at(idle));
+                    }
+                    if skilled {
+                        a.skills.insert("language:fi".to_owned());
+                    }
+                    if !available {
+                        a.presence = Presence::Offline;
+                    }
+                    a
+                })
+                .collect();
+            let refs: Vec<TicketRef> = tickets
+                .iter()
+                .enumerate()
+                .map(|(i, &(channel, due, needs_skill, dept))| {
+                    let mut t = TicketRef::new(
+                        format!("t-{i:02}"),
+                        departments[usize::from(dept) % 2],
+                        channel,
+                        Tier::B,
+                        T0,
+                        at(due),
+                    );
+                    if needs_skill {
+                        t.required_skills.insert("language:fi".to_owned());
+                    }
+                    t
+                })
+                .collect();
+            let snapshot = Snapshot::new(&config, &states, &refs, at(100));
+            prop_assert_eq!(snapshot.dispatch(), dispatch_by_comparing_all(&snapshot));
+        }
+
         #[test]
         fn assignments_spread_evenly_across_equal_agents(
             agents in 2usize..6,
