@@ -107,7 +107,8 @@ pub struct RouterSettings {
     pub at_risk_window: Duration,
     /// Tickets a dispatch round considers per queue (its head).
     pub dispatch_tickets: usize,
-    /// Ready agents a dispatch round reads per department or team.
+    /// Ready agents a dispatch round reads per department or team at most: when a first,
+    /// smaller window of them left a ticket without an agent (see `Router::dispatch_rounds`).
     pub dispatch_agents: usize,
 }
 

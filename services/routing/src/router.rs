@@ -331,7 +331,7 @@ impl Router {
         let teams = self.inner.config.steps.team_ids();
         // A window starting anywhere in each index, so that with more ready agents than are
         // read every one of them is as likely to be considered (the index is in id order).
-        let rotation = (uuid::Uuid::new_v4().as_u128() & u128::from(u32::MAX)) as u32;
+        let rotation = fastrand::u32(..);
         let agent_read = AgentRead {
             most: s.dispatch_agents,
             per_ticket: if widen { 0 } else { ROUND_AGENTS_PER_TICKET },

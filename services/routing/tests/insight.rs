@@ -22,9 +22,9 @@ use tierline_routing::error::Error;
 use tierline_routing::live::keys::Keys;
 use tierline_routing::live::model::TicketData;
 use tierline_routing::live::on_redis::RedisLive;
-use tierline_routing::live::state::{LiveState, RoutingState, TicketSync};
+use tierline_routing::live::state::{LiveState, Outcome, RoutingState, TicketSync};
 use tierline_routing::live::{self, RedisSettings};
-use tierline_routing::router::{ManualClock, Router, live_record};
+use tierline_routing::router::{ManualClock, ROUND_AGENTS_AT_LEAST, Router, live_record};
 use tierline_routing::tickets::Tickets;
 use tierline_runtime::ServiceError;
 use tierline_types::{Channel, Tier};
@@ -50,6 +50,16 @@ impl Fixture {
     /// A router on a fresh prefix, its live state marked complete and its loop running (so it
     /// answers, rather than UNAVAILABLE while "rebuilding").
     async fn new(pool: PgPool) -> Fixture {
+        Fixture::start(pool, true).await
+    }
+
+    /// The same router with no loop: nothing dispatches, expires or ticks unless the test
+    /// calls it, so no periodic round can stand in for the one under test.
+    async fn without_loop(pool: PgPool) -> Fixture {
+        Fixture::start(pool, false).await
+    }
+
+    async fn start(pool: PgPool, run_loop: bool) -> Fixture {
         let conn = live::connect(&RedisSettings::new(url()))
             .await
             .expect("redis at 127.0.0.1:6379");
@@ -70,6 +80,13 @@ impl Fixture {
             Arc::new(ManualClock::new(T0)),
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        if !run_loop {
+            return Fixture {
+                router,
+                stop,
+                pattern,
+            };
+        }
         tokio::spawn(router.clone().run(stopped));
         for _ in 0..200 {
             if router.check_built().is_ok() {
@@ -679,5 +696,51 @@ async fn a_position_counts_the_whole_of_a_deep_queue(pool: PgPool) {
         .await
         .expect("estimate");
     assert_eq!(own, None, "no pickups and nobody free: no estimate");
+    fx.cleanup().await;
+}
+
+/// A round reads only a window of the ready index when it holds many agents; a ticket that
+/// none in the window can take must still be offered, in the same dispatch, to the one ready
+/// agent who can.
+#[sqlx::test(migrator = "tierline_routing::agents::MIGRATOR")]
+async fn a_ticket_no_agent_in_the_window_can_take_is_offered_to_one_outside_it(pool: PgPool) {
+    let fx = Fixture::without_loop(pool).await;
+    let live = fx.router.live();
+    // Far more ready agents than a first round reads for one ticket; the one who speaks
+    // Finnish sorts in the middle of the index.
+    let count = ROUND_AGENTS_AT_LEAST * 8;
+    let skilled = format!("agent-{:04}", count / 2);
+    for i in 0..count {
+        let id = format!("agent-{i:04}");
+        let skills: &[&str] = if id == skilled { &["language:fi"] } else { &[] };
+        let record = fx.agent(&id, &["support"], skills, false, false).await;
+        fx.connect(&record, "available").await;
+    }
+    for _ in 0..5 {
+        let ticket = waiting(Tier::B, 0, &["language:fi"]);
+        live.sync(&ticket, T0).await.expect("sync");
+        // Each dispatch draws a new window; every one must find the agent.
+        assert_eq!(fx.router.dispatch("support").await.expect("dispatch"), 1);
+        let agent = live.agent(&skilled).await.expect("read").expect("known");
+        let offer = agent.offer.clone().expect("offered to the skilled agent");
+        let held = live.offer(&offer).await.expect("read").expect("offer");
+        assert_eq!(held.ticket, ticket.id);
+        live.end_offer(
+            &offer,
+            Outcome::Cancelled("test"),
+            None,
+            &["pending"],
+            2,
+            T0,
+        )
+        .await
+        .expect("withdraw");
+        let done = TicketSync {
+            state: RoutingState::Done,
+            version: 2,
+            ..ticket
+        };
+        live.sync(&done, T0).await.expect("done");
+    }
     fx.cleanup().await;
 }

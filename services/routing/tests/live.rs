@@ -41,6 +41,33 @@ fn url() -> String {
     std::env::var("TIERLINE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// [`LiveState::peek_round`] reading up to `agents` ready agents per index from the start of
+/// each, as (tickets, agents): what most tests look at.
+trait PeekFromStart {
+    async fn peek(
+        &self,
+        department: &str,
+        tickets: usize,
+        agents: usize,
+        teams: &[&str],
+    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), live::LiveError>;
+}
+
+impl<L: LiveState + ?Sized> PeekFromStart for L {
+    async fn peek(
+        &self,
+        department: &str,
+        tickets: usize,
+        agents: usize,
+        teams: &[&str],
+    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), live::LiveError> {
+        let peeked = self
+            .peek_round(department, tickets, AgentRead::up_to(agents), teams)
+            .await?;
+        Ok((peeked.tickets, peeked.agents))
+    }
+}
+
 /// One implementation of the live state, empty, for one test.
 struct Fixture {
     live: Arc<dyn LiveState>,

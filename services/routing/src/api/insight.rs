@@ -180,11 +180,7 @@ async fn estimate(
     // The new ticket's rank score: its position is one after every queued ticket scored at or
     // before it (ties in score go by enqueue time, and every queued ticket was enqueued by
     // now), counted over the whole queue, not only its head.
-    let due = router
-        .config()
-        .targets
-        .pickup_due(query.tier, now)
-        .unwrap_or(now);
+    let due = wait::pickup_due_of_new(&router.config().targets, query.tier, now);
     let score = RankKey::new(0, due, now, "").score() as i64;
     let own_entry = async {
         match own {

@@ -72,7 +72,7 @@ pub async fn run(
     // starting, a router restarting), and renewals that stay in step come in bursts too, which
     // 10,000 sessions turned into the tail of every other call's latency.
     let period = settings.heartbeat_interval / 2;
-    let offset = period.mul_f64(f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 65_536.0);
+    let offset = period.mul_f64(fastrand::f64());
     let mut renew = tokio::time::interval_at(Instant::now() + offset, period);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut presence_hint = "away";

@@ -151,6 +151,20 @@ pub struct Match {
     pub step_kind: StepKind,
 }
 
+impl Match {
+    /// `ticket` to `agent`, named by the first step of `ladder` that reaches the agent.
+    fn of(agent: &AgentState, ticket: &TicketRef, ladder: &Ladder) -> Match {
+        let step_kind = first_reaching_step(agent, ticket, &ladder.steps)
+            .and_then(|i| ladder.steps.get(i))
+            .map_or(StepKind::Department, |s| s.kind);
+        Match {
+            ticket_id: ticket.id.clone(),
+            agent_id: agent.id.clone(),
+            step_kind,
+        }
+    }
+}
+
 /// The routing state at one moment: configuration, agents, waiting tickets and the clock.
 /// Every routing question (selection, explanations, wait estimates) is asked of a snapshot.
 #[derive(Debug, Clone)]
@@ -299,14 +313,7 @@ impl<'a> Snapshot<'a> {
                 .find(|a| !matched.contains(a.id.as_str()) && self.is_eligible(a, ticket, &ladder));
             if let Some(agent) = best {
                 matched.insert(agent.id.as_str());
-                let step_kind = first_reaching_step(agent, ticket, &ladder.steps)
-                    .and_then(|i| ladder.steps.get(i))
-                    .map_or(StepKind::Department, |s| s.kind);
-                matches.push(Match {
-                    ticket_id: ticket.id.clone(),
-                    agent_id: agent.id.clone(),
-                    step_kind,
-                });
+                matches.push(Match::of(agent, ticket, &ladder));
             }
         }
         matches
@@ -602,14 +609,7 @@ mod tests {
                 .min_by(|a, b| compare_agents(a, b, ticket.channel, snapshot.config.selection));
             if let Some(agent) = best {
                 matched.insert(agent.id.as_str());
-                let step_kind = first_reaching_step(agent, ticket, &ladder.steps)
-                    .and_then(|i| ladder.steps.get(i))
-                    .map_or(StepKind::Department, |s| s.kind);
-                matches.push(Match {
-                    ticket_id: ticket.id.clone(),
-                    agent_id: agent.id.clone(),
-                    step_kind,
-                });
+                matches.push(Match::of(agent, ticket, &ladder));
             }
         }
         matches

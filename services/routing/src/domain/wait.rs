@@ -25,7 +25,7 @@ use tierline_types::{Channel, Tier};
 use time::OffsetDateTime;
 
 use super::agent::Presence;
-use super::queue::{TicketRef, position_of_new};
+use super::queue::{TicketRef, TierTargets, position_of_new};
 use super::select::Snapshot;
 
 /// What the caller asks about (proto `EstimateWaitRequest`).
@@ -88,15 +88,10 @@ pub fn wait_for(
     interval.map(|i| i.saturating_mul(position))
 }
 
-/// When a ticket described by `query` arriving now would be due for pickup (now if its tier
-/// has no target).
-fn pickup_due_of_new(snapshot: &Snapshot<'_>, query: &WaitQuery) -> OffsetDateTime {
-    let now = snapshot.now();
-    snapshot
-        .config()
-        .targets
-        .pickup_due(query.tier, now)
-        .unwrap_or(now)
+/// When a new ticket of `tier` arriving `now` is due for pickup (now if the tier has no
+/// target): where it ranks among the waiting tickets.
+pub fn pickup_due_of_new(targets: &TierTargets, tier: Tier, now: OffsetDateTime) -> OffsetDateTime {
+    targets.pickup_due(tier, now).unwrap_or(now)
 }
 
 /// Estimates the wait of a new ticket described by `query` (see the module documentation),
@@ -107,7 +102,7 @@ pub fn estimate_wait(
     history: &PickupHistory,
 ) -> WaitEstimate {
     let now = snapshot.now();
-    let due = pickup_due_of_new(snapshot, query);
+    let due = pickup_due_of_new(&snapshot.config().targets, query.tier, now);
     let keys: Vec<_> = snapshot
         .queue(&query.department)
         .map(TicketRef::rank_key)
@@ -130,7 +125,7 @@ pub fn estimate_wait_at(
     position: u32,
 ) -> WaitEstimate {
     let now = snapshot.now();
-    let due = pickup_due_of_new(snapshot, query);
+    let due = pickup_due_of_new(&snapshot.config().targets, query.tier, now);
     let hypothetical = TicketRef {
         required_skills: query.required_skills.clone(),
         ..TicketRef::new(

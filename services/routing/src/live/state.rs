@@ -296,6 +296,8 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
     /// does not fail the others. On Redis the page costs two round trips (one read of where
     /// the tickets are, one pipeline of scripts), plus one per round of re-sends for tickets
     /// that a concurrent call moved meanwhile (those are applied after the rest of the page).
+    /// The read is what keeps a ticket synced twice in one page in page order: without it, a
+    /// sync naming stale keys would be re-sent after a later one of the same ticket.
     /// Waiting tickets' department notices go out once per department for the page, after
     /// it, not once per ticket. The outer error is Redis being unreachable.
     async fn sync_many(
@@ -315,22 +317,6 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
         read: AgentRead,
         teams: &[&str],
     ) -> Result<Peeked, LiveError>;
-
-    /// [`LiveState::peek_round`] reading up to `agents` ready agents per index, from the
-    /// start of each.
-    #[allow(clippy::type_complexity)]
-    async fn peek(
-        &self,
-        department: &str,
-        tickets: usize,
-        agents: usize,
-        teams: &[&str],
-    ) -> Result<(Vec<(String, LiveTicket)>, Vec<(String, LiveAgent)>), LiveError> {
-        let peeked = self
-            .peek_round(department, tickets, AgentRead::up_to(agents), teams)
-            .await?;
-        Ok((peeked.tickets, peeked.agents))
-    }
 
     /// Makes the offers of a dispatch round in `department`; returns the reservations made
     /// (offers whose ticket or agent changed since the round's read are skipped).
