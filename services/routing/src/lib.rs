@@ -14,6 +14,7 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod leases;
 pub mod live;
 pub mod router;
 pub mod tickets;

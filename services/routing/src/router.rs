@@ -26,6 +26,7 @@ use crate::domain::config::RoutingConfig;
 use crate::domain::queue::TicketRef;
 use crate::domain::select::Snapshot;
 use crate::error::{Error, Result};
+use crate::leases::{LeaseHold, SessionLeases};
 use crate::live::LiveError;
 use crate::live::model::{LiveAgent, LiveOffer, LiveRecord, LiveTicket, time_to_ms};
 use crate::live::state::{
@@ -159,6 +160,8 @@ struct Inner {
     settings: RouterSettings,
     clock: Arc<dyn Clock>,
     watchers: Arc<Watchers>,
+    /// The desktop sessions of this process whose leases the background loop renews.
+    leases: Arc<SessionLeases>,
     /// Set once the live state is known to be complete.
     built: watch::Sender<bool>,
     /// Set when the server begins to shut down: streams end, the background loop stops.
@@ -195,6 +198,7 @@ impl Router {
                 settings,
                 clock,
                 watchers: Arc::default(),
+                leases: SessionLeases::new(settings.heartbeat_interval / 2),
                 built,
                 stopping,
             }),
@@ -252,6 +256,24 @@ impl Router {
             agent: agent.to_owned(),
             rx,
             watchers: Arc::clone(&self.inner.watchers),
+        }
+    }
+
+    /// Renews the lease of `session` (of `agent`) while the hold lives: a desktop session of
+    /// this process holds it while its stream is open (see [`crate::leases`]).
+    pub fn hold_lease(&self, agent: &str, session: &str) -> LeaseHold {
+        self.inner.leases.hold(agent, session)
+    }
+
+    /// Wakes the desktop sessions of `agent` in this process, to read its live entry again.
+    fn notify(&self, agent: &str) {
+        let watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = watchers.get(agent) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -653,6 +675,7 @@ impl Router {
     /// Runs the background loop until `shutdown`: change notices, the tick, rebuilds.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let listener = tokio::spawn(self.clone().listen(shutdown.clone()));
+        let renewer = tokio::spawn(self.clone().renew_leases(shutdown.clone()));
         let mut tick = tokio::time::interval(self.inner.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge_every = 0u32;
@@ -680,6 +703,55 @@ impl Router {
             }
         }
         listener.abort();
+        renewer.abort();
+    }
+
+    /// Renews the leases of this process's desktop sessions, one slot every
+    /// [`leases::TICK`](crate::leases::TICK), [`leases::BATCH`](crate::leases::BATCH) per
+    /// call, until `shutdown`. A session not renewed (replaced, signed out, the live state lost)
+    /// is woken to read its entry and act: end its stream, or register again.
+    async fn renew_leases(self, mut shutdown: watch::Receiver<bool>) {
+        let leases = Arc::clone(&self.inner.leases);
+        let slots = leases.slot_count();
+        let mut tick = tokio::time::interval(crate::leases::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slot = 0usize;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let due = leases.slot(slot);
+            slot = (slot + 1) % slots;
+            for batch in due.chunks(crate::leases::BATCH) {
+                let now = self.now();
+                let lease_until = now + self.inner.settings.resume_grace;
+                match self
+                    .inner
+                    .live
+                    .renew_sessions(batch, now, lease_until)
+                    .await
+                {
+                    Ok(stale) => {
+                        if failing {
+                            tracing::info!("session lease renewals running again");
+                            failing = false;
+                        }
+                        for agent in stale {
+                            self.notify(&agent);
+                        }
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "session lease renewals failing; retrying every slot");
+                            failing = true;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     async fn tick(&self, purge_every: &mut u32) -> Result<()> {
@@ -815,14 +887,7 @@ impl Router {
         if let Some(department) = payload.strip_prefix("d:") {
             dirty.insert(department.to_owned());
         } else if let Some(agent) = payload.strip_prefix("a:") {
-            let watchers = self
-                .inner
-                .watchers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(tx) = watchers.get(agent) {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
-            }
+            self.notify(agent);
         }
     }
 }

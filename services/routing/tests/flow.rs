@@ -59,6 +59,7 @@ async fn start_router(
     ticket_addr: std::net::SocketAddr,
     prefix: &str,
     clock: Arc<dyn Clock>,
+    resume_grace: Duration,
 ) -> Running {
     let addr = on.local_addr().expect("addr");
     let mut config = tierline_routing::config::Config::default();
@@ -66,9 +67,8 @@ async fn start_router(
     config.redis.key_prefix = prefix.to_owned();
     config.ticket_service.endpoint = format!("http://{ticket_addr}");
     config.router.tick = Duration::from_millis(100);
-    // Tests move manual clocks by minutes at once; sessions must outlive such jumps (they are
-    // renewed in real time).
-    config.router.resume_grace = Duration::from_secs(600);
+    config.router.resume_grace = resume_grace;
+    config.router.heartbeat_interval = config.router.heartbeat_interval.min(resume_grace / 2);
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(tierline_routing::serve_with(
         on,
@@ -137,6 +137,13 @@ async fn world(routers: usize) -> World {
 
 /// As [`world`], the routers on `clock`.
 async fn world_with_clock(routers: usize, clock: Arc<dyn Clock>) -> World {
+    // Tests move manual clocks by minutes at once; sessions must outlive such jumps (they are
+    // renewed in real time).
+    world_with(routers, clock, Duration::from_secs(600)).await
+}
+
+/// As [`world`], the routers on `clock`, sessions with `resume_grace`.
+async fn world_with(routers: usize, clock: Arc<dyn Clock>, resume_grace: Duration) -> World {
     let ticket_on = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let ticket_addr = ticket_on.local_addr().expect("addr");
     let router_ons: Vec<TcpListener> =
@@ -160,7 +167,15 @@ async fn world_with_clock(routers: usize, clock: Arc<dyn Clock>) -> World {
     let mut running = Vec::new();
     let mut channels = Vec::new();
     for on in router_ons {
-        let r = start_router(agents_pool.clone(), on, ticket_addr, &prefix, clock.clone()).await;
+        let r = start_router(
+            agents_pool.clone(),
+            on,
+            ticket_addr,
+            &prefix,
+            clock.clone(),
+            resume_grace,
+        )
+        .await;
         channels.push(channel(r.addr).await);
         running.push(r);
     }
@@ -536,6 +551,63 @@ async fn an_unanswered_offer_expires_to_the_next_agent_and_a_reconnect_resumes_t
         .into_inner();
     assert_eq!(ticket.state, tpb::TicketState::Assigned as i32);
     assert_eq!(ticket.assigned_agent_id, "bo");
+}
+
+/// The presence and connection of `agent`, as GetAgent reports them.
+async fn presence(ch: GrpcChannel, agent: &str) -> (rpb::AgentPresenceState, bool) {
+    let status = AgentServiceClient::new(ch)
+        .get_agent(rpb::GetAgentRequest {
+            agent_id: agent.into(),
+        })
+        .await
+        .expect("get agent")
+        .into_inner()
+        .status
+        .expect("status");
+    let state = status
+        .presence
+        .map_or(rpb::AgentPresenceState::Unspecified, |p| p.state());
+    (state, status.connected)
+}
+
+/// The router renews the leases of the sessions it holds, so a connected desktop outlives
+/// many lease lengths; a desktop that left is signed out once its resume grace runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connected_desktop_outlives_its_lease_and_a_gone_one_is_signed_out_after_the_grace() {
+    let grace = Duration::from_secs(3);
+    let w = world_with(1, Arc::new(SystemClock), grace).await;
+    let router = w.routers[0].clone();
+    upsert_agent(router.clone(), "ana", "customer_service", 2).await;
+    upsert_agent(router.clone(), "bo", "customer_service", 2).await;
+    let (_, _, _ana) = open(router.clone(), "ana", "").await;
+    let (_, _, bo) = open(router.clone(), "bo", "").await;
+    drop(bo);
+    // The router sees the stream end a moment later (sooner than the grace).
+    let mut seen = presence(router.clone(), "bo").await;
+    for _ in 0..40 {
+        if !seen.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = presence(router.clone(), "bo").await;
+    }
+    assert_eq!(
+        seen,
+        (rpb::AgentPresenceState::Available, false),
+        "within the grace, bo's session waits to be resumed"
+    );
+    // Two lease lengths.
+    tokio::time::sleep(grace * 2).await;
+    assert_eq!(
+        presence(router.clone(), "ana").await,
+        (rpb::AgentPresenceState::Available, true),
+        "renewed by the router"
+    );
+    assert_eq!(
+        presence(router.clone(), "bo").await,
+        (rpb::AgentPresenceState::Offline, false),
+        "signed out after the grace"
+    );
 }
 
 /// Deletes every key of the router's state: what a Redis flush or failover without

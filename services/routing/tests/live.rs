@@ -207,6 +207,7 @@ conformance! {
     resuming_as_away_sets_not_ready_and_gives_up_the_offer,
     set_presence_checks_the_session_and_returns_the_offer_to_withdraw,
     lapsed_sessions_sign_the_agent_out_and_return_the_offer,
+    renewals_extend_only_current_connected_sessions,
     disabling_an_agent_returns_its_pending_offer,
     the_ready_index_lists_exactly_the_agents_that_could_take_an_offer,
     waiting_reports_tiers_and_offer_counters,
@@ -1833,6 +1834,74 @@ async fn lapsed_sessions_sign_the_agent_out_and_return_the_offer(fx: Fixture) {
     fx.cleanup().await;
 }
 
+/// A batch renewal extends the leases of current, connected sessions only: a desktop that
+/// went away keeps its resume grace (a renewal read before the disconnect must not bring it
+/// back), and a replaced or unknown session is reported, not renewed.
+async fn renewals_extend_only_current_connected_sessions(fx: Fixture) {
+    let live = fx.live();
+    let rec = record(&["support"], 2);
+    for a in ["ana", "bo", "cy"] {
+        live.open_session(a, &rec, None, &format!("s-{a}"), "available", at(0), at(30))
+            .await
+            .expect("open");
+    }
+    assert!(
+        live.touch_session("bo", "s-bo", false, at(5), at(35))
+            .await
+            .expect("touch")
+    );
+    live.open_session("cy", &rec, None, "s-cy2", "available", at(6), at(36))
+        .await
+        .expect("replace");
+    let batch: Vec<(String, String)> = [
+        ("ana", "s-ana"),
+        ("bo", "s-bo"),
+        ("cy", "s-cy"),
+        ("dan", "s-dan"),
+    ]
+    .iter()
+    .map(|(a, s)| ((*a).to_owned(), (*s).to_owned()))
+    .collect();
+    assert_eq!(
+        live.renew_sessions(&batch, at(10), at(40))
+            .await
+            .expect("renew"),
+        ["bo", "cy", "dan"]
+    );
+    let a = agent(live, "ana").await;
+    assert_eq!((a.conn, a.lease), (true, Some(time_ms(at(40)))));
+    let b = agent(live, "bo").await;
+    assert_eq!((b.conn, b.lease), (false, Some(time_ms(at(35)))));
+    assert_eq!(agent(live, "cy").await.lease, Some(time_ms(at(36))));
+    assert!(
+        live.renew_sessions(&[], at(10), at(40))
+            .await
+            .expect("renew")
+            .is_empty()
+    );
+    // Past the old leases, only ana's renewed one holds.
+    live.lapse_sessions(at(37), 10).await.expect("lapse");
+    let states: Vec<(String, Option<String>)> = {
+        let mut v = Vec::new();
+        for id in ["ana", "bo", "cy"] {
+            let a = agent(live, id).await;
+            v.push((a.pres, a.sess));
+        }
+        v
+    };
+    assert_eq!(
+        states,
+        [
+            ("available".to_owned(), Some("s-ana".to_owned())),
+            ("offline".to_owned(), None),
+            ("offline".to_owned(), None),
+        ]
+    );
+    sync(live, &waiting("t1", "support", Tier::B, 1, 0), 37).await;
+    assert_eq!(peeked_agents(live, "support", &[]).await, set(&["ana"]));
+    fx.cleanup().await;
+}
+
 async fn disabling_an_agent_returns_its_pending_offer(fx: Fixture) {
     let live = fx.live();
     let rec = record(&["support"], 2);
@@ -2739,8 +2808,22 @@ impl Twin {
                 let session = current
                     .filter(|_| !self.chance(5))
                     .unwrap_or_else(|| "bogus".into());
-                let connected = !self.chance(3);
                 let lease = at(secs + 5 + self.rng.below(300) as i64);
+                if self.chance(2) {
+                    // A router's batch renewal, with another agent's session beside it.
+                    let other = self.pick(&TWIN_AGENTS);
+                    let batch = vec![
+                        (agent.to_owned(), session),
+                        (
+                            other.to_owned(),
+                            format!("s{}", self.rng.below(step.max(1))),
+                        ),
+                    ];
+                    let what = format!("renew_sessions {batch:?}");
+                    on_both!(self, what, |live| live.renew_sessions(&batch, now, lease));
+                    return what;
+                }
+                let connected = !self.chance(3);
                 let what = format!("touch_session {agent} {session} {connected}");
                 on_both!(self, what, |live| live
                     .touch_session(agent, &session, connected, now, lease));

@@ -5,9 +5,10 @@
 //! it sent before: presence, the pending offer (or its cancellation), assignments. So a desktop
 //! connected to this process sees offers made by any router on the same Redis.
 //!
-//! The task also keeps the session alive: it renews the lease every heartbeat while the stream
-//! is open, and starts the resume grace when the client goes away. If the live state was lost
-//! (Redis flushed) it registers the agent again under the same session.
+//! The task also keeps the session alive: it holds the session's lease, which the router
+//! renews in batches while the stream is open (see `crate::leases`), and starts the resume
+//! grace when the client goes away. If the live state was lost (Redis flushed) it registers
+//! the agent again under the same session.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -68,13 +69,16 @@ pub async fn run(
         return;
     }
     let mut sent = Sent::default();
-    // The first renewal at a random point of the period: desktops connect in bursts (a shift
-    // starting, a router restarting), and renewals that stay in step come in bursts too, which
+    // The router renews the lease in its batches while this hold lives (see `crate::leases`);
+    // it is dropped after the resume grace is started on the way out.
+    let _lease = router.hold_lease(&agent_id, &session_id);
+    // The first check at a random point of the period: desktops connect in bursts (a shift
+    // starting, a router restarting), and checks that stay in step come in bursts too, which
     // 10,000 sessions turned into the tail of every other call's latency.
     let period = settings.heartbeat_interval / 2;
     let offset = period.mul_f64(fastrand::f64());
-    let mut renew = tokio::time::interval_at(Instant::now() + offset, period);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval_at(Instant::now() + offset, period);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut presence_hint = "away";
     let mut stopping = router.stopping();
     loop {
@@ -127,18 +131,7 @@ pub async fn run(
                 return;
             }
             () = notices.changed() => {}
-            _ = renew.tick() => {
-                let now = router.now();
-                match live
-                    .touch_session(&agent_id, &session_id, true, now, now + settings.resume_grace)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Replaced, signed out, or the live state was lost: refresh decides.
-                    }
-                    Err(e) => tracing::warn!(agent = %agent_id, error = %e, "lease renewal failed"),
-                }
+            _ = check.tick() => {
                 if last_sent.elapsed() >= settings.heartbeat_interval {
                     if !send(&tx, pb::open_session_response::Event::Heartbeat(pb::Heartbeat {}), &router).await {
                         return;

@@ -1405,6 +1405,28 @@ impl Inner {
         true
     }
 
+    /// The RENEW_SESSIONS script.
+    fn renew_sessions(
+        &mut self,
+        sessions: &[(String, String)],
+        now: i64,
+        lease: i64,
+    ) -> Vec<String> {
+        let mut stale = Vec::new();
+        for (id, session) in sessions {
+            match self.agents.get(id) {
+                Some(a) if a.sess.as_deref() == Some(session.as_str()) && a.conn => {
+                    let mut a = a.clone();
+                    a.lease = Some(lease);
+                    self.save_agent_same(id, a, now);
+                    self.leases.add(lease, id);
+                }
+                _ => stale.push(id.clone()),
+            }
+        }
+        stale
+    }
+
     /// The SET_PRESENCE script.
     fn set_presence(
         &mut self,
@@ -1715,6 +1737,15 @@ impl LiveState for InMemoryLive {
                 time_to_ms(lease_until),
             ))
         })
+    }
+
+    async fn renew_sessions(
+        &self,
+        sessions: &[(String, String)],
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Vec<String>, LiveError> {
+        self.with(|s| Ok(s.renew_sessions(sessions, time_to_ms(now), time_to_ms(lease_until))))
     }
 
     async fn set_presence(

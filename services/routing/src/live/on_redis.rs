@@ -631,6 +631,30 @@ impl LiveState for RedisLive {
         Ok(ok == 1)
     }
 
+    /// Renews the leases of several connected sessions in one script call.
+    async fn renew_sessions(
+        &self,
+        sessions: &[(String, String)],
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Vec<String>, LiveError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.keys;
+        let mut call = scripts::RENEW_SESSIONS.prepare_invoke();
+        call.key(k.agents())
+            .key(k.ready())
+            .key(k.staff())
+            .key(k.leases())
+            .arg(time_to_ms(now))
+            .arg(time_to_ms(lease_until));
+        for (agent, session) in sessions {
+            call.arg(agent).arg(session);
+        }
+        Ok(call.invoke_async(&mut self.conn()).await?)
+    }
+
     /// Sets presence (`available`, `away`, `offline`) with an away reason and note.
     async fn set_presence(
         &self,

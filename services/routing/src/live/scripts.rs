@@ -698,6 +698,35 @@ return 1
     )
 });
 
+/// Renews the leases of connected sessions, in one call for many (a router renews the
+/// sessions it holds in batches; see `crate::leases`). Only a session that is still current
+/// and connected is renewed, so a renewal sent before a disconnect and run after it does not
+/// bring the gone desktop back.
+///
+/// KEYS: 1 agents, 2 ready, 3 staff, 4 leases. ARGV: 1 now, 2 lease until, then agent and
+/// session pairs. Returns the agents not renewed.
+pub static RENEW_SESSIONS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local stale = {}
+for i = 3, #ARGV - 1, 2 do
+  local id = ARGV[i]
+  local a = jget(KEYS[1], id)
+  if a and a.sess == ARGV[i + 1] and a.conn then
+    a.lease = lease
+    save_agent(KEYS[1], KEYS[3], KEYS[2], id, a, depts_of(a), now)
+    redis.call('ZADD', KEYS[4], lease, id)
+  else
+    stale[#stale + 1] = id
+  end
+end
+return stale
+"#,
+    )
+});
+
 /// Sets presence. AVAILABLE needs a connected desktop stream and an enabled agent; OFFLINE
 /// ends the session.
 ///

@@ -394,6 +394,18 @@ pub trait LiveState: Send + Sync + std::fmt::Debug {
         lease_until: OffsetDateTime,
     ) -> Result<bool, LiveError>;
 
+    /// Renews the leases of several connected sessions, given as (agent, session), to
+    /// `lease_until`; returns the agents whose session was not renewed because it is no longer
+    /// current or no longer connected (replaced, signed out, disconnected, or the live state
+    /// was lost). Never marks a session connected: a renewal read before a disconnect and
+    /// applied after it must not bring a gone desktop back.
+    async fn renew_sessions(
+        &self,
+        sessions: &[(String, String)],
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Vec<String>, LiveError>;
+
     /// Sets presence (`available`, `away`, `offline`) with an away reason and note.
     async fn set_presence(
         &self,
