@@ -436,23 +436,42 @@ pub fn away_reason_from_str(s: &str) -> Option<AwayReason> {
 }
 
 /// Lua encodes an empty table as `{}` but, after some edits, may also produce `[]`; both mean
-/// an empty map.
+/// an empty map. A visitor of its own rather than an untagged enum: serde buffers an untagged
+/// value before trying each variant, and these maps are in every agent entry a dispatch round
+/// decodes (the buffering showed in the router's profile).
 fn map_or_empty<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
 where
     D: serde::Deserializer<'de>,
     V: Deserialize<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum MapOrList<V> {
-        Map(BTreeMap<String, V>),
-        List(Vec<serde::de::IgnoredAny>),
+    use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    struct MapOrEmpty<V>(std::marker::PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for MapOrEmpty<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map, or an empty list")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry()? {
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            match seq.next_element::<IgnoredAny>()? {
+                None => Ok(BTreeMap::new()),
+                Some(_) => Err(A::Error::custom("expected a map")),
+            }
+        }
     }
-    match MapOrList::<V>::deserialize(deserializer)? {
-        MapOrList::Map(m) => Ok(m),
-        MapOrList::List(items) if items.is_empty() => Ok(BTreeMap::new()),
-        MapOrList::List(_) => Err(serde::de::Error::custom("expected a map")),
-    }
+
+    deserializer.deserialize_any(MapOrEmpty(std::marker::PhantomData))
 }
 
 #[cfg(test)]
@@ -480,6 +499,15 @@ mod tests {
             serde_json::from_str(r#"{"pres":"offline","tk":[],"oc":{}}"#).expect("parses");
         assert!(a.tk.is_empty());
         assert!(a.to_state("x", None, 0).disabled, "no record: not routable");
+        let r: LiveRecord =
+            serde_json::from_str(r#"{"name":"Ana","depts":[],"skills":{},"cap":{"chat":3}}"#)
+                .expect("parses");
+        assert!(r.depts.is_empty() && r.skills.is_empty());
+        assert_eq!(r.cap.get("chat"), Some(&3.0));
+        let listed = serde_json::from_str::<LiveRecord>(r#"{"name":"Ana","skills":["fi"]}"#);
+        assert!(listed.is_err(), "a non-empty list is not a map");
+        let absent: LiveRecord = serde_json::from_str(r#"{"name":"Ana"}"#).expect("parses");
+        assert!(absent.depts.is_empty() && absent.cap.is_empty());
     }
 
     #[test]
