@@ -687,28 +687,13 @@ impl Router {
         let mut tick = tokio::time::interval(self.inner.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge_every = 0u32;
-        // Whether the last tick failed, so an outage is logged when it starts and ends, not
-        // every tick.
-        let mut failing = false;
+        let mut outage = Outage::new("router background work", "tick");
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {}
             }
-            match self.tick(&mut purge_every).await {
-                Ok(()) if failing => {
-                    tracing::info!("router background work running again");
-                    failing = false;
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    tracing::warn!(error = %tierline_runtime::error::DisplayChain(&e), "router background work failing; retrying every tick");
-                    failing = true;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %tierline_runtime::error::DisplayChain(&e), "router tick failed");
-                }
-            }
+            outage.note(&self.tick(&mut purge_every).await);
         }
         listener.abort();
         renewer.abort();
@@ -725,7 +710,7 @@ impl Router {
         let mut tick = tokio::time::interval(crate::leases::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut slot = 0usize;
-        let mut failing = false;
+        let mut outage = Outage::new("session lease renewals", "slot");
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -736,28 +721,16 @@ impl Router {
             for batch in due.chunks(crate::leases::BATCH) {
                 let now = self.now();
                 let lease_until = now + self.inner.settings.resume_grace;
-                match self
+                let renewed = self
                     .inner
                     .live
                     .renew_sessions(batch, now, lease_until)
                     .await
-                {
-                    Ok(stale) => {
-                        if failing {
-                            tracing::info!("session lease renewals running again");
-                            failing = false;
-                        }
-                        for agent in stale {
-                            self.notify(&agent);
-                        }
-                    }
-                    Err(e) => {
-                        if !failing {
-                            tracing::warn!(error = %e, "session lease renewals failing; retrying every slot");
-                            failing = true;
-                        }
-                        break;
-                    }
+                    .map_err(Error::from);
+                outage.note(&renewed);
+                let Ok(stale) = renewed else { break };
+                for agent in stale {
+                    self.notify(&agent);
                 }
             }
         }
@@ -904,6 +877,42 @@ impl Router {
                 if let Err(e) = self.dispatch(&department).await {
                     tracing::warn!(%department, error = %tierline_runtime::error::DisplayChain(&e), "dispatch failed");
                 }
+            }
+        }
+    }
+}
+
+/// Logs a background loop's outage when it starts and when it ends, not on every failed turn
+/// (those go to debug).
+struct Outage {
+    what: &'static str,
+    turn: &'static str,
+    failing: bool,
+}
+
+impl Outage {
+    fn new(what: &'static str, turn: &'static str) -> Outage {
+        Outage {
+            what,
+            turn,
+            failing: false,
+        }
+    }
+
+    fn note<T>(&mut self, result: &Result<T>) {
+        let (what, turn) = (self.what, self.turn);
+        match result {
+            Ok(_) if self.failing => {
+                tracing::info!("{what} running again");
+                self.failing = false;
+            }
+            Ok(_) => {}
+            Err(e) if !self.failing => {
+                tracing::warn!(error = %tierline_runtime::error::DisplayChain(e), "{what} failing; retrying every {turn}");
+                self.failing = true;
+            }
+            Err(e) => {
+                tracing::debug!(error = %tierline_runtime::error::DisplayChain(e), "{what} failed again");
             }
         }
     }

@@ -553,9 +553,9 @@ async fn an_unanswered_offer_expires_to_the_next_agent_and_a_reconnect_resumes_t
     assert_eq!(ticket.assigned_agent_id, "bo");
 }
 
-/// The presence and connection of `agent`, as GetAgent reports them.
-async fn presence(ch: GrpcChannel, agent: &str) -> (rpb::AgentPresenceState, bool) {
-    let status = AgentServiceClient::new(ch)
+/// The live status of `agent`, as GetAgent reports it.
+async fn agent_status(ch: GrpcChannel, agent: &str) -> rpb::AgentStatus {
+    AgentServiceClient::new(ch)
         .get_agent(rpb::GetAgentRequest {
             agent_id: agent.into(),
         })
@@ -563,7 +563,12 @@ async fn presence(ch: GrpcChannel, agent: &str) -> (rpb::AgentPresenceState, boo
         .expect("get agent")
         .into_inner()
         .status
-        .expect("status");
+        .expect("status")
+}
+
+/// The presence and connection of `agent`, as GetAgent reports them.
+async fn presence(ch: GrpcChannel, agent: &str) -> (rpb::AgentPresenceState, bool) {
+    let status = agent_status(ch, agent).await;
     let state = status
         .presence
         .map_or(rpb::AgentPresenceState::Unspecified, |p| p.state());
@@ -718,14 +723,7 @@ async fn a_lost_live_state_is_rebuilt_from_the_ticket_service_without_losing_a_t
         .expect("accept");
     assert_eq!(ticket(&mut w.tickets, &t1).await.assigned_agent_id, "ana");
     assert_eq!(ticket(&mut w.tickets, &t2).await.assigned_agent_id, "bo");
-    let ana_agent = AgentServiceClient::new(w.routers[0].clone())
-        .get_agent(rpb::GetAgentRequest {
-            agent_id: "ana".into(),
-        })
-        .await
-        .expect("get agent")
-        .into_inner();
-    let status = ana_agent.status.expect("status");
+    let status = agent_status(w.routers[0].clone(), "ana").await;
     assert!(status.connected, "the open desktop re-registered");
     let web = status
         .loads
